@@ -32,7 +32,7 @@ class AbiParam:
         """The type as it appears in a signature: tuples spelled out as ``(t1,t2)``."""
         if self.type.startswith("tuple"):
             inner = ",".join(c.canonical_type for c in self.components)
-            return f"({inner}){self.type[len('tuple'):]}"
+            return f"({inner}){self.type[len('tuple') :]}"
         return self.type
 
 
@@ -108,3 +108,140 @@ def load_abi_file(path: str | Path) -> list[EventAbi]:
             f"not valid JSON: {exc.msg}", file=path, line=exc.lineno, hint="fix the JSON syntax"
         ) from None
     return events_from_abi(abi, path)
+
+
+# Event signatures written by hand (in evmflow.yaml) are parsed by a small recursive-descent
+# reader: `Name(type [indexed] [name], ...)`, with tuples as `(t1,t2)` or `tuple(t1,t2)` and
+# array suffixes. Types are normalised to their canonical spelling (`uint` -> `uint256`) so the
+# result compares equal, by `EventAbi.signature`, to the event read from an ABI file.
+
+_SIGNATURE_HINT = "write it like Transfer(address indexed from, address indexed to, uint256 value)"
+_TYPE_ALIASES = {
+    "uint": "uint256",
+    "int": "int256",
+    "fixed": "fixed128x18",
+    "ufixed": "ufixed128x18",
+}
+
+
+def _is_elementary_type(name: str) -> bool:
+    if name in ("address", "bool", "string", "bytes", "function"):
+        return True
+    for prefix in ("uint", "int"):
+        if name.startswith(prefix) and name[len(prefix) :].isdigit():
+            bits = int(name[len(prefix) :])
+            return 8 <= bits <= 256 and bits % 8 == 0
+    if name.startswith("bytes") and name[5:].isdigit():
+        return 1 <= int(name[5:]) <= 32
+    for prefix in ("ufixed", "fixed"):
+        if name.startswith(prefix):
+            m, sep, n = name[len(prefix) :].partition("x")
+            if sep and m.isdigit() and n.isdigit():
+                return 8 <= int(m) <= 256 and int(m) % 8 == 0 and int(n) <= 80
+    return False
+
+
+class _SignatureReader:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0
+
+    def fail(self, message: str) -> AbiError:
+        return AbiError(
+            f"cannot read event signature {self.text!r}: {message} at character {self.pos + 1}",
+            hint=_SIGNATURE_HINT,
+        )
+
+    def skip_space(self) -> None:
+        while self.pos < len(self.text) and self.text[self.pos].isspace():
+            self.pos += 1
+
+    def peek(self) -> str:
+        self.skip_space()
+        return self.text[self.pos] if self.pos < len(self.text) else ""
+
+    def expect(self, char: str) -> None:
+        if self.peek() != char:
+            found = repr(self.peek()) if self.peek() else "the end"
+            raise self.fail(f"expected {char!r}, found {found}")
+        self.pos += 1
+
+    def word(self) -> str:
+        self.skip_space()
+        start = self.pos
+        while self.pos < len(self.text) and (
+            self.text[self.pos].isalnum() or self.text[self.pos] in "_$"
+        ):
+            self.pos += 1
+        return self.text[start : self.pos]
+
+    def array_suffix(self) -> str:
+        suffix = ""
+        while self.peek() == "[":
+            self.pos += 1
+            size = self.word()
+            if size and not size.isdigit():
+                raise self.fail(f"array size {size!r} is not a number")
+            self.expect("]")
+            suffix += f"[{size}]"
+        return suffix
+
+    def param_type(self) -> tuple[str, tuple[AbiParam, ...]]:
+        """Read a type; returns the ABI `type` string and the tuple components."""
+        start = self.pos
+        name = "" if self.peek() == "(" else self.word()
+        if name == "tuple" or name == "":
+            if self.peek() != "(":
+                raise self.fail("expected a type")
+            components = self.param_list(allow_indexed=False)
+            return "tuple" + self.array_suffix(), components
+        name = _TYPE_ALIASES.get(name, name)
+        if not _is_elementary_type(name):
+            self.pos = start
+            raise self.fail(f"unknown type {name!r}")
+        return name + self.array_suffix(), ()
+
+    def param_list(self, *, allow_indexed: bool) -> tuple[AbiParam, ...]:
+        self.expect("(")
+        params: list[AbiParam] = []
+        if self.peek() == ")":
+            self.pos += 1
+            return ()
+        while True:
+            type_, components = self.param_type()
+            indexed = False
+            name = self.word()
+            if name == "indexed":
+                if not allow_indexed:
+                    raise self.fail("'indexed' is only allowed on event inputs")
+                indexed = True
+                name = self.word()
+            params.append(AbiParam(name=name, type=type_, indexed=indexed, components=components))
+            if self.peek() == ",":
+                self.pos += 1
+                continue
+            self.expect(")")
+            return tuple(params)
+
+
+def parse_event_signature(text: str) -> EventAbi:
+    """Read an event written by hand, e.g. ``Approval(address indexed owner, uint256 value)``.
+
+    Parameter names and ``indexed`` are optional; a leading ``event`` and a trailing
+    ``anonymous`` or ``;`` are accepted, as in Solidity source.
+    """
+    reader = _SignatureReader(text)
+    name = reader.word()
+    if name == "event":
+        name = reader.word()
+    if not name or not (name[0].isalpha() or name[0] in "_$"):
+        raise reader.fail("expected the event name")
+    inputs = reader.param_list(allow_indexed=True)
+    anonymous = False
+    if reader.word() == "anonymous":
+        anonymous = True
+    if reader.peek() == ";":
+        reader.pos += 1
+    if reader.peek():
+        raise reader.fail(f"unexpected {reader.peek()!r}")
+    return EventAbi(name=name, inputs=inputs, anonymous=anonymous)
