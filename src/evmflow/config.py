@@ -120,7 +120,17 @@ def _address(value: str) -> str:
     return value.lower()
 
 
+def _http_url(url: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise _Fault(
+            f"{url!r} is not an HTTP URL",
+            hint="write the node's JSON-RPC URL starting with http:// or https://",
+        )
+    return url
+
+
 EnvStr = Annotated[str, AfterValidator(_interpolate_env)]
+RpcUrl = Annotated[EnvStr, AfterValidator(_http_url)]
 BlockNumber = Annotated[int, BeforeValidator(_hex_block), Field(ge=0)]
 Address = Annotated[str, AfterValidator(_address)]
 
@@ -146,24 +156,13 @@ class EngineConfig(_Model):
 class RpcSourceConfig(_Model):
     """A JSON-RPC node (or several: later URLs are fallbacks)."""
 
-    urls: Annotated[list[EnvStr], BeforeValidator(_one_or_many), Field(min_length=1)]
+    urls: Annotated[list[RpcUrl], BeforeValidator(_one_or_many), Field(min_length=1)]
     request_timeout: float = Field(30.0, gt=0)
     max_block_range: int = Field(2000, gt=0)
     concurrency: int = Field(4, gt=0)
     poll_interval: float = Field(1.0, gt=0)
     block_lag: int = Field(0, ge=0)
     headers: dict[str, EnvStr] = Field(default_factory=dict)
-
-    @field_validator("urls")
-    @classmethod
-    def _http_only(cls, urls: list[str]) -> list[str]:
-        for url in urls:
-            if not url.startswith(("http://", "https://")):
-                raise _Fault(
-                    f"{url!r} is not an HTTP URL",
-                    hint="write the node's JSON-RPC URL starting with http:// or https://",
-                )
-        return urls
 
 
 _ARCHIVE_LOGS = ("logs.jsonl", "logs.jsonl.gz")
@@ -544,7 +543,8 @@ def _describe(error: Any) -> tuple[Loc, str, str | None]:
         if close:
             hint = f"did you mean '{close[0]}'? "
         hint += "allowed keys here: " + ", ".join(allowed)
-        return loc[:-1], f"unknown key '{key}'", hint
+        # Placed on the unknown key's own line, named by the mapping that holds it.
+        return loc, f"unknown key '{key}'", hint
     if kind in ("value_error", "assertion_error"):
         cause = ctx.get("error")
         if isinstance(cause, _Fault):
@@ -579,7 +579,12 @@ def _validation_failure(exc: pydantic.ValidationError, document: _Document) -> C
     # The fault highest in the file first; pydantic's own order is by model field.
     described.sort(key=lambda d: document.line(d[0]) or 0)
     loc, message, hint = described[0]
-    return document.error(loc, message, hint)
+    error = document.error(loc, message, hint)
+    if message.startswith("unknown key"):
+        error = ConfigError(
+            message, file=document.file, line=error.line, where=_where(loc[:-1]) or None, hint=hint
+        )
+    return error
 
 
 # --- resolving paths, files and events --------------------------------------------------------
@@ -770,7 +775,7 @@ def load_config(path: str | Path) -> ProjectConfig:
             "the config must be a mapping of keys (name, chains, contracts, ...)"
             + ("; the file is empty" if data is None else f", got {_show(data)}"),
             file=file,
-            line=document.line(()) if data is not None else None,
+            line=document.root.start_mark.line + 1 if document.root is not None else None,
             hint="start from the file that 'evmflow init' writes",
         )
 
