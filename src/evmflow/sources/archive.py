@@ -1,0 +1,438 @@
+"""A source over local files of logs and block headers in the shape a JSON-RPC node returns.
+
+The logs file holds one ``eth_getLogs`` result object a line, the blocks file one
+``eth_getBlockByNumber`` object a line (only ``number``, ``hash``, ``parentHash`` and
+``timestamp`` are read); either may be gzipped (by the ``.gz`` suffix). Both must be sorted:
+logs by (block, log index), blocks by number.
+
+Design: archives can hold millions of logs, so both files are streamed, never loaded whole,
+and each file is read once per ``pages`` call, as a merge of the two sorted streams. Most
+lines of a large archive do not match the filters (or lie before the resume block), so a
+line is first looked at as bytes: its block number, address and topic0 are cut out with
+``bytes.find`` and the line is skipped when they rule it out. Only lines that may match are
+parsed with orjson and checked exactly. The cut-out block number of every line also checks
+the order of the whole file, so an unsorted file fails loudly instead of giving misordered
+pages.
+
+Pages are block ranges of ``page_blocks`` blocks, ended early at a block boundary once they
+hold ``max_page_logs`` logs (memory stays bounded however dense the blocks are). A stretch
+with no matching log is given as one empty page up to the block before the next match, so a
+sparse archive spanning millions of blocks does not cost millions of pages.
+
+Parsing runs in a worker thread (one page at a time) so the event loop stays responsive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from ..errors import SourceError
+from .base import BlockHeader, Log, LogFilter, Page
+
+logger = logging.getLogger(__name__)
+
+_BLOCK_KEY = b'"blockNumber":"'
+_ADDRESS_KEY = b'"address":"'
+_TOPICS_KEY = b'"topics":["'
+
+
+def _open(path: Path) -> IO[bytes]:
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
+class _Matcher:
+    """Does a log match any of the filters? Answers on lowercase address and topic0."""
+
+    def __init__(self, filters: list[LogFilter]) -> None:
+        # topic0 -> addresses (None: any address); filters with no topic0 match any topic0.
+        self.by_topic: dict[str, set[str] | None] = {}
+        self.any_topic: set[str] | None = set()
+        self.any_topic_all = False
+        for log_filter in filters:
+            addresses = (
+                None if log_filter.addresses is None else {a.lower() for a in log_filter.addresses}
+            )
+            if not log_filter.topic0s:
+                if addresses is None:
+                    self.any_topic_all = True
+                else:
+                    assert self.any_topic is not None
+                    self.any_topic |= addresses
+                continue
+            for topic0 in log_filter.topic0s:
+                key = topic0.lower()
+                if key in self.by_topic and self.by_topic[key] is None:
+                    continue
+                if addresses is None:
+                    self.by_topic[key] = None
+                else:
+                    self.by_topic.setdefault(key, set()).update(addresses)  # type: ignore[union-attr]
+        self.matches_nothing = not self.by_topic and not self.any_topic and not self.any_topic_all
+
+    def matches(self, address: str, topic0: str | None) -> bool:
+        if self.any_topic_all:
+            return True
+        if self.any_topic and address in self.any_topic:
+            return True
+        if topic0 is None or topic0 not in self.by_topic:
+            return False
+        addresses = self.by_topic[topic0]
+        return addresses is None or address in addresses
+
+    def may_match(self, line: bytes) -> bool:
+        """False only when the raw line surely does not match; True when unsure."""
+        start = line.find(_ADDRESS_KEY)
+        if start < 0:
+            return True
+        start += len(_ADDRESS_KEY)
+        address = line[start : start + 42].decode("ascii", "replace").lower()
+        start = line.find(_TOPICS_KEY)
+        if start < 0:
+            # No topic, or JSON spelt with spaces: let the exact check decide.
+            return True
+        start += len(_TOPICS_KEY)
+        topic0 = line[start : start + 66].decode("ascii", "replace").lower()
+        return self.matches(address, topic0)
+
+
+class _LogStream:
+    """The matching logs of the logs file from a block on, in order, with order checks."""
+
+    def __init__(self, path: Path, from_block: int, matcher: _Matcher) -> None:
+        self.path = path
+        self.from_block = from_block
+        self.matcher = matcher
+
+    def __iter__(self) -> Iterator[Log]:
+        path, from_block, matcher = self.path, self.from_block, self.matcher
+        previous_block = -1
+        previous_key = (-1, -1)
+        with _open(path) as lines:
+            for line_no, line in enumerate(lines, 1):
+                block = _cut_block_number(line)
+                raw: dict | None = None
+                if block is None:
+                    if not line.strip():
+                        continue
+                    raw = _parse(line, path, line_no)
+                    block = _hex_field(raw, "blockNumber", path, line_no)
+                if block < previous_block:
+                    raise _unsorted(path, line_no, f"block {block} follows block {previous_block}")
+                previous_block = block
+                if block < from_block or not matcher.may_match(line):
+                    continue
+
+                if raw is None:
+                    raw = _parse(line, path, line_no)
+                try:
+                    log = Log.from_rpc(raw)
+                except (KeyError, ValueError, TypeError, AttributeError) as exc:
+                    raise SourceError(
+                        f"{path}:{line_no}: not an eth_getLogs log object ({exc!r}); each line "
+                        "needs address, topics, data, blockNumber, blockHash, transactionHash, "
+                        "transactionIndex and logIndex"
+                    ) from exc
+                if raw.get("removed") is True:
+                    continue
+                if not matcher.matches(log.address, log.topics[0] if log.topics else None):
+                    continue
+                key = (log.block_number, log.log_index)
+                if key <= previous_key:
+                    what = "repeats" if key == previous_key else "comes after"
+                    raise _unsorted(
+                        path,
+                        line_no,
+                        f"log {log.log_index} of block {log.block_number} {what} log "
+                        f"{previous_key[1]} of block {previous_key[0]}",
+                    )
+                previous_key = key
+                yield log
+
+
+class _BlockStream:
+    """Block headers of the blocks file in ascending order; ``get`` moves forward only."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._lines: Iterator[tuple[int, bytes]] | None = None
+        self._file: IO[bytes] | None = None
+        self._current: BlockHeader | None = None
+        self._done = path is None
+        self._previous = -1
+
+    def get(self, number: int) -> BlockHeader | None:
+        """The header of block ``number`` if the file has it; never call with a smaller one."""
+        while not self._done and (self._current is None or self._current.number < number):
+            self._advance()
+        if self._current is not None and self._current.number == number:
+            return self._current
+        return None
+
+    def _advance(self) -> None:
+        assert self.path is not None
+        if self._lines is None:
+            self._file = _open(self.path)
+            self._lines = enumerate(self._file, 1)
+        for line_no, line in self._lines:
+            if not line.strip():
+                continue
+            raw = _parse(line, self.path, line_no)
+            try:
+                header = BlockHeader.from_rpc(raw)
+            except (KeyError, ValueError, TypeError, AttributeError) as exc:
+                raise SourceError(
+                    f"{self.path}:{line_no}: not a block object ({exc!r}); each line needs "
+                    "number, hash and timestamp (parentHash where known)"
+                ) from exc
+            if header.number <= self._previous:
+                what = "repeats" if header.number == self._previous else "follows"
+                raise _unsorted(
+                    self.path, line_no, f"block {header.number} {what} block {self._previous}"
+                )
+            self._previous = header.number
+            self._current = header
+            return
+        self._done = True
+        self.close()
+
+    def last_number(self) -> int:
+        """The highest block number of the file (-1 if none); reads to the end."""
+        try:
+            while not self._done:
+                self._advance()
+        finally:
+            self.close()
+        return self._previous
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _cut_block_number(line: bytes) -> int | None:
+    start = line.find(_BLOCK_KEY)
+    if start < 0:
+        return None
+    start += len(_BLOCK_KEY)
+    end = line.find(b'"', start)
+    try:
+        return int(line[start:end], 16)
+    except ValueError:
+        return None
+
+
+def _parse(line: bytes, path: Path, line_no: int) -> dict:
+    try:
+        raw = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise SourceError(f"{path}:{line_no}: not a JSON object: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SourceError(f"{path}:{line_no}: expected a JSON object, got {type(raw).__name__}")
+    return raw
+
+
+def _hex_field(raw: dict, field: str, path: Path, line_no: int) -> int:
+    value = raw.get(field)
+    try:
+        return int(value, 16)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise SourceError(
+            f'{path}:{line_no}: field {field!r} must be a hex string like "0x1a", got {value!r}'
+        ) from exc
+
+
+def _unsorted(path: Path, line_no: int, what: str) -> SourceError:
+    return SourceError(
+        f"{path}:{line_no}: the file is not sorted: {what}. An archive must be sorted by "
+        "block number (logs also by log index within a block) with no duplicates: sort it "
+        "numerically by those fields, or regenerate it."
+    )
+
+
+class ArchiveSource:
+    """Logs and headers from local JSONL files (see the module docstring).
+
+    ``last_block`` declares the archive's last block when it is above the highest block
+    present in the files (trailing blocks without logs); ``head()`` and ``to_block=None``
+    then reach it. ``unknown_timestamp``, when given, is the timestamp of a block with logs
+    that neither file dates (its header gets no parent hash); by default such a block is an
+    error, since a made-up timestamp would end up in the user's entities.
+    """
+
+    def __init__(
+        self,
+        logs_file: str | Path,
+        blocks_file: str | Path | None = None,
+        page_blocks: int = 1000,
+        *,
+        max_page_logs: int = 20_000,
+        last_block: int | None = None,
+        unknown_timestamp: int | None = None,
+    ) -> None:
+        if page_blocks < 1 or max_page_logs < 1:
+            raise ValueError("page_blocks and max_page_logs must be at least 1")
+        self.logs_file = Path(logs_file)
+        self.blocks_file = Path(blocks_file) if blocks_file is not None else None
+        for path in (self.logs_file, self.blocks_file):
+            if path is not None and not path.is_file():
+                raise SourceError(f"archive file {path} does not exist")
+        self.page_blocks = page_blocks
+        self.max_page_logs = max_page_logs
+        self.last_block = last_block
+        self.unknown_timestamp = unknown_timestamp
+        self._highest: int | None = None
+
+    def __repr__(self) -> str:
+        return f"ArchiveSource({str(self.logs_file)!r})"
+
+    async def head(self) -> int:
+        """The highest block of either file, or ``last_block`` when that is higher."""
+        if self._highest is None:
+            self._highest = await asyncio.to_thread(self._scan_highest)
+        return self._highest
+
+    async def close(self) -> None:
+        return None
+
+    async def pages(
+        self, from_block: int, to_block: int | None, filters: list[LogFilter]
+    ) -> AsyncIterator[Page]:
+        """Pages covering exactly ``from_block..to_block`` (``None``: to the archive's end)."""
+        end = to_block if to_block is not None else await self.head()
+        pages = self._iter_pages(from_block, end, filters)
+        try:
+            while True:
+                page = await asyncio.to_thread(next, pages, None)
+                if page is None:
+                    return
+                yield page
+        finally:
+            pages.close()
+
+    def _scan_highest(self) -> int:
+        highest = -1
+        with _open(self.logs_file) as lines:
+            for line_no, line in enumerate(lines, 1):
+                block = _cut_block_number(line)
+                if block is None and line.strip():
+                    block = _hex_field(
+                        _parse(line, self.logs_file, line_no),
+                        "blockNumber",
+                        self.logs_file,
+                        line_no,
+                    )
+                if block is not None and block > highest:
+                    highest = block
+        if self.blocks_file is not None:
+            highest = max(highest, _BlockStream(self.blocks_file).last_number())
+        if self.last_block is not None:
+            highest = max(highest, self.last_block)
+        if highest < 0:
+            raise SourceError(
+                f"{self.logs_file}: the archive holds no block; give last_block to say how "
+                "far it reaches"
+            )
+        return highest
+
+    def _iter_pages(self, from_block: int, end: int, filters: list[LogFilter]) -> Iterator[Page]:
+        matcher = _Matcher(filters)
+        logs: Iterator[Log] = (
+            iter(())
+            if matcher.matches_nothing
+            else iter(_LogStream(self.logs_file, from_block, matcher))
+        )
+        headers = _BlockStream(self.blocks_file)
+        try:
+            pending = next(logs, None)
+            cursor = from_block
+            while cursor <= end:
+                page_end = min(cursor + self.page_blocks - 1, end)
+                if pending is None or pending.block_number > page_end:
+                    # No match in this range: stretch the empty page to the next match.
+                    page_end = end if pending is None else min(pending.block_number - 1, end)
+                    page_logs: list[Log] = []
+                else:
+                    page_logs, pending, page_end = self._take(logs, pending, page_end)
+                yield Page(cursor, page_end, page_logs, self._headers(page_logs, page_end, headers))
+                cursor = page_end + 1
+        finally:
+            headers.close()
+            close = getattr(logs, "close", None)
+            if close is not None:
+                close()
+
+    def _take(
+        self, logs: Iterator[Log], pending: Log, page_end: int
+    ) -> tuple[list[Log], Log | None, int]:
+        """The logs up to ``page_end``, or up to the block where the page gets full."""
+        page_logs: list[Log] = []
+        current: Log | None = pending
+        while current is not None and current.block_number <= page_end:
+            if len(page_logs) >= self.max_page_logs and (
+                current.block_number != page_logs[-1].block_number
+            ):
+                page_end = page_logs[-1].block_number
+                break
+            page_logs.append(current)
+            current = next(logs, None)
+        return page_logs, current, page_end
+
+    def _headers(
+        self, page_logs: list[Log], page_end: int, headers: _BlockStream
+    ) -> dict[int, BlockHeader]:
+        found: dict[int, BlockHeader] = {}
+        for log in page_logs:
+            known = found.get(log.block_number)
+            if known is not None:
+                if known.hash != log.block_hash:
+                    raise self._hash_conflict(log, known.hash)
+                continue
+            header = headers.get(log.block_number)
+            if header is not None:
+                if header.hash != log.block_hash:
+                    raise self._hash_conflict(log, header.hash)
+                if log.block_timestamp not in (None, header.timestamp):
+                    raise SourceError(
+                        f"{self.logs_file}: block {log.block_number}: its logs say timestamp "
+                        f"{log.block_timestamp}, {self.blocks_file} says {header.timestamp}; "
+                        "the two files come from different chains or versions of the block"
+                    )
+            elif log.block_timestamp is not None:
+                header = BlockHeader(log.block_number, log.block_hash, None, log.block_timestamp)
+            elif self.unknown_timestamp is not None:
+                header = BlockHeader(log.block_number, log.block_hash, None, self.unknown_timestamp)
+            else:
+                where = (
+                    f"{self.blocks_file} has no such block"
+                    if self.blocks_file is not None
+                    else "no blocks file was given"
+                )
+                raise SourceError(
+                    f"{self.logs_file}: no timestamp for block {log.block_number}: its logs "
+                    f"carry no blockTimestamp and {where}. Add the block's header (number, "
+                    "hash, parentHash, timestamp) to the blocks file, or pass unknown_timestamp "
+                    "if the timestamps do not matter."
+                )
+            found[log.block_number] = header
+        if page_end not in found:
+            header = headers.get(page_end)
+            if header is not None:
+                found[page_end] = header
+        return found
+
+    def _hash_conflict(self, log: Log, other_hash: str) -> SourceError:
+        return SourceError(
+            f"{self.logs_file}: block {log.block_number} has two hashes, {other_hash} and "
+            f"{log.block_hash} (log {log.log_index}): the archive mixes two versions of the "
+            "block (a reorg); keep only the canonical one in both files"
+        )
