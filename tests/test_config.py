@@ -520,7 +520,7 @@ def test_chain_needs_exactly_one_source(tmp_path):
     )
 
     assert str(error) == (
-        f"{tmp_path.resolve()}/evmflow.yaml:3: chains[0]: chain 1 has neither of 'rpc' and "
+        f"{tmp_path.resolve()}/evmflow.yaml:3: chains[0]: chain 1 has neither 'rpc' nor "
         "'archive'\n  fix: give exactly one source: rpc: {urls: [...]} or archive: {path: ...}"
     )
 
@@ -535,6 +535,31 @@ def test_end_block_below_start_block(tmp_path):
         5,
         "chains[0].end_block",
         "end_block 9 is below start_block 10",
+    )
+
+
+def test_chain_with_both_sources(tmp_path):
+    (tmp_path / "dump").mkdir()
+    (tmp_path / "dump" / "logs.jsonl").write_text("")
+    error = config_error(
+        tmp_path, MINIMAL.replace("  - id: 1\n", "  - id: 1\n    archive: {path: dump}\n")
+    )
+
+    assert (error.line, error.where, error.message) == (
+        3,
+        "chains[0]",
+        "chain 1 has both 'rpc' and 'archive'",
+    )
+
+
+def test_null_value_asks_for_a_value(tmp_path):
+    error = config_error(tmp_path, MINIMAL.replace("name: erc20-mainnet", "name:"))
+
+    assert (error.line, error.where, error.message, error.hint) == (
+        1,
+        "name",
+        "expected text, got nothing (null)",
+        "give this key a value, or leave the key out if it is optional",
     )
 
 

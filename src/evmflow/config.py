@@ -217,10 +217,13 @@ class ChainConfig(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> ChainConfig:
+        # Limitation: a chain takes one source, so it cannot backfill from an archive and then
+        # follow the head over rpc; a user needs two runs with different configs. Accepting both
+        # here, plus a hand-over in the fetcher, would lift it.
         if (self.rpc is None) == (self.archive is None):
-            which = "both" if self.rpc is not None else "neither"
+            which = "both 'rpc' and" if self.rpc is not None else "neither 'rpc' nor"
             raise _Fault(
-                f"chain {self.id} has {which} of 'rpc' and 'archive'",
+                f"chain {self.id} has {which} 'archive'",
                 hint="give exactly one source: rpc: {urls: [...]} or archive: {path: ...}",
             )
         if self.end_block is not None and self.end_block < self.start_block:
@@ -286,7 +289,7 @@ class ProjectConfig(_Model):
     """Handler files (.py) and package directories; see :func:`load_config` for the default."""
     database: EnvStr | None = None
     """A URL: ``sqlite:///path`` or ``postgresql://...``; None lets the runner choose."""
-    engine: EngineConfig = Field(default_factory=EngineConfig)
+    engine: EngineConfig = Field(default_factory=lambda: EngineConfig.model_validate({}))
     chains: Annotated[list[ChainConfig], Field(min_length=1)]
     contracts: Annotated[list[ContractConfig], Field(min_length=1)]
 
@@ -525,12 +528,20 @@ def _allowed_keys(model: type[BaseModel]) -> list[str]:
 
 def _describe(error: Any) -> tuple[Loc, str, str | None]:
     """One pydantic error as (key path, message, fix)."""
+    loc, message, hint = _explain(error)
+    if hint is None and error.get("input", ...) is None:
+        hint = "give this key a value, or leave the key out if it is optional"
+    return loc, message, hint
+
+
+def _explain(error: Any) -> tuple[Loc, str, str | None]:
     loc: Loc = tuple(error["loc"])
     kind = error["type"]
     value = error.get("input")
     ctx = error.get("ctx") or {}
     got = f", got {_show(value)}"
 
+    hint: str | None
     if kind == "missing":
         key = str(loc[-1])
         return loc[:-1], f"missing required key '{key}'", f"add '{key}:' here"

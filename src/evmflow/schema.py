@@ -191,6 +191,12 @@ class _SchemaReader:
                         hint="evmflow knows @entity, @derivedFrom(field: ...) and @index",
                     )
                 continue
+            if not isinstance(definition, gql.TypeDefinitionNode):
+                raise self.error(
+                    "only types and enums belong in schema.graphql",
+                    definition,
+                    hint="declare entities as 'type X @entity { ... }' and enums as 'enum X { }'",
+                )
             name = definition.name.value
             if isinstance(definition, gql.ScalarTypeDefinitionNode):
                 if name in SCALARS:
