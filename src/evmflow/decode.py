@@ -400,11 +400,20 @@ class _CodeGen:
                 lines += self.static(item, src, base, offset + index * item.head_chars, name, ind)
                 names.append(name)
             return lines + [f"{ind}{out} = [{', '.join(names)}]"]
-        reader = self.static_reader(item)
         stop = _at(base, offset + t.head_chars)
-        return [
-            f"{ind}{out} = [{reader}({src}, i) for i in range({start}, {stop}, {item.head_chars})]"
-        ]
+        each = self.item_expr(item, src)
+        return [f"{ind}{out} = [{each} for i in range({start}, {stop}, {item.head_chars})]"]
+
+    def item_expr(self, t: _AbiType, src: str) -> str:
+        """An expression for static ``t`` at ``src[i:]``: inline when it needs no checks."""
+        word = f"{src}[i:i + 64]"
+        if t.kind == "uint" and t.bits == 256:
+            return f"int({word}, 16)"
+        if t.kind == "fixedbytes" and t.bits == 32:
+            return f"'0x' + {word}"
+        if t.kind == "bool":
+            return f"_BOOL[{word}]"
+        return f"{self.static_reader(t)}({src}, i)"
 
     def tuple_expr(self, t: _AbiType, names: list[str]) -> str:
         items = ", ".join(names) + ("," if len(names) == 1 else "")
@@ -449,11 +458,10 @@ class _CodeGen:
         """Helper-body lines returning a list of ``count`` items whose head starts at ``frame``."""
         if not item.dynamic:
             size = item.head_chars
-            reader = self.static_reader(item)
             return [
                 f"    z = {frame} + {count} * {size}",
                 "    if z > n: raise _M",
-                f"    return [{reader}(d, i) for i in range({frame}, z, {size})]",
+                f"    return [{self.item_expr(item, 'd')} for i in range({frame}, z, {size})]",
             ]
         reader = self.dynamic_reader(item)
         return [

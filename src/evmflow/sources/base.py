@@ -118,7 +118,9 @@ class Source(Protocol):
         """The highest block the source can serve now."""
         ...
 
-    def pages(self, from_block: int, to_block: int | None, filters: list[LogFilter]) -> AsyncIterator[Page]:
+    def pages(
+        self, from_block: int, to_block: int | None, filters: list[LogFilter]
+    ) -> AsyncIterator[Page]:
         """Pages covering ``from_block`` to ``to_block`` without gap or overlap, in order.
 
         With ``to_block=None`` the source follows the head forever. The logs of one page match

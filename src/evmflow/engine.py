@@ -1,0 +1,428 @@
+"""The indexer: fetch pages per chain, cut them into batches, run handlers, hand commits to
+the writer, and keep the whole pipeline bounded.
+
+One loop does the CPU work (decode, preload, handlers) while per-chain fetch tasks fill
+bounded page buffers and the writer commits earlier batches in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import ChainConfig
+from .errors import ConfigError
+from .events import Event
+from .processor import Handler, Processor
+from .project import Project, load_project
+from .sources.base import Page, Source
+from .storage.base import ChainProgress, Commit, Storage, open_storage
+from .store import Batch, Store
+from .writer import Writer
+
+log = logging.getLogger(__name__)
+
+_END = object()  # a chain's source has delivered its last page
+
+
+@dataclass
+class ChainState:
+    """One chain as the engine runs it."""
+
+    config: ChainConfig
+    source: Source
+    progress: ChainProgress
+    end_block: int | None
+    pages: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(maxsize=4))
+    pending: Page | None = None  # the rest of a page a batch did not take whole
+    ready: list = field(default_factory=list)  # items taken from ``pages`` while waiting
+    done: bool = False
+    fetch_task: asyncio.Task | None = None
+    by_address: dict = field(default_factory=dict)
+    wildcard: dict = field(default_factory=dict)
+    head: int | None = None  # the highest block known to exist (for progress display)
+
+    @property
+    def chain_id(self) -> int:
+        return self.config.id
+
+
+@dataclass
+class Measures:
+    """What the rest of the program (progress view, metrics, benchmarks) reads."""
+
+    batches: int = 0
+    events: int = 0
+    preload_seconds: float = 0.0
+    handler_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    waited_on_writer_seconds: float = 0.0
+    last_batch_events: int = 0
+    last_preload_seconds: float = 0.0
+    last_handler_seconds: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+
+def make_source(project: Project, chain: ChainConfig) -> Source:
+    if chain.archive is not None:
+        from .sources.archive import ArchiveSource
+
+        return ArchiveSource(chain.archive.logs_file(), chain.archive.blocks_file())
+    if chain.rpc is not None:
+        from .sources.rpc import RpcSource
+
+        rpc = chain.rpc
+        return RpcSource(
+            chain.id,
+            list(rpc.urls),
+            request_timeout=rpc.request_timeout,
+            max_block_range=rpc.max_block_range,
+            concurrency=rpc.concurrency,
+            poll_interval=rpc.poll_interval,
+            block_lag=rpc.block_lag,
+            headers=dict(rpc.headers),
+        )
+    raise ConfigError(f"chain {chain.id} has no source", hint="give it 'rpc' or 'archive'")
+
+
+def database_url(project: Project, override: str | None) -> str:
+    import os
+
+    url = override or project.config.database or os.environ.get("DATABASE_URL")
+    if not url:
+        return f"sqlite:///{project.config.root / '.evmflow' / 'index.db'}"
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        relative = url.removeprefix("sqlite:///")
+        if not Path(relative).is_absolute():
+            return f"sqlite:///{project.config.root / relative}"
+    return url
+
+
+class Indexer:
+    """Runs one project until every chain reaches its end block (or forever, live)."""
+
+    def __init__(
+        self,
+        project: Project | str | Path,
+        db: str | None = None,
+        *,
+        reset: bool = False,
+        batch_size: int | None = None,
+        pipeline: bool | None = None,
+        max_uncommitted: int | None = None,
+        before_commit: Callable[[Commit], Awaitable[None]] | None = None,
+        sources: dict[int, Source] | None = None,
+        preload: bool = True,
+        cache_limit: int = 1_000_000,
+    ) -> None:
+        self.project = project if isinstance(project, Project) else load_project(project)
+        engine = self.project.config.engine
+        self.db_url = database_url(self.project, db)
+        self.reset = reset
+        self.batch_size = batch_size or engine.batch_size
+        self.pipeline = engine.pipeline if pipeline is None else pipeline
+        self.max_uncommitted = max_uncommitted or engine.max_uncommitted
+        self.before_commit = before_commit
+        self.source_overrides = sources or {}
+        self.preload_enabled = preload
+        self.cache_limit = cache_limit
+        self.measures = Measures()
+        self.chains: dict[int, ChainState] = {}
+        self.storage: Storage | None = None
+        self.writer: Writer | None = None
+        self.store: Store | None = None
+        self._stop: asyncio.Event | None = None  # made in run(), on its loop
+        self._seq = 0
+        self._checkpoint = 0
+        self._last_batch_end: dict[int, int] = {}
+        self.finished = False
+
+    # -- control -----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the indexer to stop after the batch in hand; committed work is kept."""
+        if self._stop is not None:
+            self._stop.set()
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self._stop = asyncio.Event()
+        project = self.project
+        storage = self.storage = open_storage(self.db_url, project.schema)
+        await storage.open()
+        try:
+            state = await storage.prepare(
+                project.config.fingerprint(),
+                {c.id: c.start_block for c in project.config.chains},
+                reset=self.reset,
+            )
+            self._checkpoint = state.last_checkpoint
+            self.store = Store(project.schema.entities, project.classes)
+            self.writer = Writer(storage, self.before_commit)
+            self.writer.start()
+            self._start_chains(state.chains)
+            try:
+                await self._loop()
+            finally:
+                for chain in self.chains.values():
+                    if chain.fetch_task is not None:
+                        chain.fetch_task.cancel()
+                for chain in self.chains.values():
+                    if chain.fetch_task is not None:
+                        try:
+                            await chain.fetch_task
+                        except (asyncio.CancelledError, Exception):
+                            pass
+                    await chain.source.close()
+                await self.writer.stop()
+        finally:
+            await storage.close()
+
+    def _start_chains(self, progress: dict[int, ChainProgress]) -> None:
+        for chain_config in self.project.config.chains:
+            source = self.source_overrides.get(chain_config.id) or make_source(
+                self.project, chain_config
+            )
+            chain = ChainState(
+                chain_config, source, progress[chain_config.id], chain_config.end_block
+            )
+            chain.by_address, chain.wildcard = self.project.routes(chain_config.id)
+            self.chains[chain_config.id] = chain
+            start = chain.progress.block + 1
+            if chain.end_block is not None and start > chain.end_block:
+                chain.done = True
+                log.info("chain %d: already at end block %d", chain.chain_id, chain.end_block)
+                continue
+            chain.fetch_task = asyncio.create_task(
+                self._fetch(chain, start), name=f"evmflow-fetch-{chain.chain_id}"
+            )
+
+    async def _fetch(self, chain: ChainState, start: int) -> None:
+        filters = self.project.filters(chain.chain_id)
+        try:
+            if chain.end_block is not None:
+                chain.head = chain.end_block
+            async for page in chain.source.pages(start, chain.end_block, filters):
+                await chain.pages.put(page)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            await chain.pages.put(exc)
+            return
+        await chain.pages.put(_END)
+
+    async def _loop(self) -> None:
+        assert self.writer is not None and self.store is not None and self._stop is not None
+        store, writer = self.store, self.writer
+        processor = Processor(store, self.storage, self.preload_enabled)  # type: ignore[arg-type]
+        self.processor = processor
+        while not self._stop.is_set():
+            store.advance(writer.committed_seq)
+            if store.entry_count() > self.cache_limit:
+                store.evict()
+            batch, events = await self._next_batch()
+            if batch is None:
+                break
+            store.begin_batch(batch)
+            route = _handlers_of
+            started = time.perf_counter()
+            if self.preload_enabled and events:
+                await processor.preload(events, route)
+            preloaded = time.perf_counter()
+            await processor.run(events, route, batch)
+            handled = time.perf_counter()
+
+            m = self.measures
+            m.batches += 1
+            m.events += len(events)
+            m.last_batch_events = len(events)
+            m.last_preload_seconds = preloaded - started
+            m.last_handler_seconds = handled - preloaded
+            m.preload_seconds += m.last_preload_seconds
+            m.handler_seconds += m.last_handler_seconds
+
+            writer.submit(batch)
+            if not self.pipeline:
+                m.waited_on_writer_seconds += await writer.wait_for(batch.seq)
+            while store.uncommitted > self.max_uncommitted and writer.in_flight:
+                m.waited_on_writer_seconds += await writer.wait_any()
+                store.advance(writer.committed_seq)
+        self.measures.waited_on_writer_seconds += await writer.drain()
+        store.advance(writer.committed_seq)
+        self.finished = all(c.done for c in self.chains.values())
+        if self.finished:
+            log.info("every chain reached its end block; %d events", self.measures.events)
+
+    # -- batching ----------------------------------------------------------------------------
+
+    async def _take_page(self, chain: ChainState, wait: bool) -> Page | None:
+        if chain.pending is not None:
+            page, chain.pending = chain.pending, None
+            return page
+        if chain.ready:
+            item = chain.ready.pop(0)
+        elif chain.done:
+            return None
+        elif wait:
+            item = await chain.pages.get()
+        else:
+            try:
+                item = chain.pages.get_nowait()
+            except asyncio.QueueEmpty:
+                return None
+        if item is _END:
+            chain.done = True
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def _next_batch(self) -> tuple[Batch | None, list[Event]]:
+        """Up to batch_size events from the chains' buffers, whole blocks only.
+
+        Takes what is buffered without waiting, and waits only while the batch is empty.
+        """
+        budget = self.batch_size
+        events: list[Event] = []
+        self._seq += 1
+        batch = Batch(self._seq)
+        ranges: list[str] = []
+        while budget > 0:
+            active = [c for c in self.chains.values() if not c.done or c.pending or c.ready]
+            if not active:
+                break
+            took_any = False
+            for chain in active:
+                page = await self._take_page(chain, wait=False)
+                if page is None:
+                    continue
+                took_any = True
+                budget -= self._take(chain, page, budget, events, batch, ranges)
+                if budget <= 0:
+                    break
+            if took_any:
+                continue
+            if batch.chains:
+                break  # something is in hand: do not wait for more
+            waiting = [c for c in active if not c.done and not c.ready]
+            if not waiting:
+                break
+            await self._wait_any_page(waiting)
+            if self._stop is not None and self._stop.is_set():
+                break
+        if not batch.chains:
+            self._seq -= 1
+            return None, []
+        batch.description = ", ".join(ranges)
+        batch.first_checkpoint = events[0].checkpoint if events else self._checkpoint
+        batch.last_checkpoint = self._checkpoint
+        return batch, events
+
+    async def _wait_any_page(self, chains: list[ChainState]) -> None:
+        """Wait until some chain has a page (or news) buffered in ``ready``."""
+        getters = {asyncio.ensure_future(c.pages.get()): c for c in chains}
+        stop_wait = asyncio.ensure_future(self._stop.wait())  # type: ignore[union-attr]
+        done, pending = await asyncio.wait(
+            [*getters, stop_wait], return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in pending:
+            task.cancel()
+        for getter, chain in getters.items():
+            if getter in done:
+                chain.ready.append(getter.result())
+
+    def _take(
+        self,
+        chain: ChainState,
+        page: Page,
+        budget: int,
+        events: list[Event],
+        batch: Batch,
+        ranges: list[str],
+    ) -> int:
+        """Decode a page (or its first whole blocks, up to ``budget`` logs) into ``events``."""
+        logs = page.logs
+        to_block = page.to_block
+        if len(logs) > budget:
+            cut = budget
+            while cut < len(logs) and logs[cut].block_number == logs[cut - 1].block_number:
+                cut += 1
+            if cut < len(logs):
+                rest_from = logs[cut].block_number
+                chain.pending = Page(rest_from, page.to_block, logs[cut:], page.blocks)
+                to_block = rest_from - 1
+                logs = logs[:cut]
+        decoded = self._decode(chain, logs, page, events)
+        chain.progress = ChainProgress(to_block, chain.progress.events + decoded)
+        batch.chains[chain.chain_id] = chain.progress
+        ranges.append(f"chain {chain.chain_id} blocks {page.from_block}-{to_block}")
+        return max(len(logs), 1)
+
+    def _decode(self, chain: ChainState, logs: list, page: Page, events: list[Event]) -> int:
+        started = time.perf_counter()
+        by_address = chain.by_address
+        wildcard = chain.wildcard
+        chain_id = chain.chain_id
+        blocks = page.blocks
+        checkpoint = self._checkpoint
+        last_block = -1
+        count = 0
+        for log_ in logs:
+            topics = log_.topics
+            if not topics:
+                continue
+            topic0 = topics[0]
+            bindings = by_address.get((topic0, log_.address))
+            extra = wildcard.get(topic0)
+            if bindings is None:
+                if extra is None:
+                    continue
+                bindings = extra
+            elif extra is not None:
+                bindings = bindings + extra
+            for binding in bindings:
+                if binding.start_block is not None and log_.block_number < binding.start_block:
+                    continue
+                params = binding.decoder.decode(topics, log_.data)
+                if params is None:
+                    continue  # same topic0, other shape (an ERC-721 Transfer, say)
+                if log_.block_number != last_block:
+                    last_block = log_.block_number
+                    checkpoint += 1
+                timestamp = log_.block_timestamp
+                if timestamp is None:
+                    timestamp = blocks[log_.block_number].timestamp
+                event = Event(
+                    chain_id,
+                    binding.contract,
+                    binding.event,
+                    params,
+                    log_.address,
+                    log_.block_number,
+                    log_.block_hash,
+                    timestamp,
+                    log_.transaction_hash,
+                    log_.transaction_index,
+                    log_.log_index,
+                    checkpoint,
+                )
+                event._handlers = binding.handlers
+                events.append(event)
+                count += 1
+        self._checkpoint = checkpoint
+        self.measures.decode_seconds += time.perf_counter() - started
+        return count
+
+
+def _handlers_of(event: Event) -> list[Handler]:
+    return event._handlers
+
+
+def run_sync(indexer: Indexer) -> None:
+    asyncio.run(indexer.run())
+

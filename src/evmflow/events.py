@@ -1,0 +1,65 @@
+"""The event object a handler receives."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Event:
+    """One decoded log.
+
+    ``params`` holds the decoded parameters by name (``event.params.value``); an ABI name that is
+    a Python keyword gets a trailing underscore (``event.params.from_``) and stays reachable by
+    its ABI name (``event.params["from"]``). Addresses and hashes are lowercase ``0x`` hex.
+    """
+
+    __slots__ = (
+        "chain_id",
+        "contract",
+        "name",
+        "params",
+        "address",
+        "block_number",
+        "block_hash",
+        "block_timestamp",
+        "transaction_hash",
+        "transaction_index",
+        "log_index",
+        "checkpoint",
+        "_handlers",
+    )
+
+    def __init__(
+        self,
+        chain_id: int,
+        contract: str,
+        name: str,
+        params: Any,
+        address: str,
+        block_number: int,
+        block_hash: str,
+        block_timestamp: int,
+        transaction_hash: str,
+        transaction_index: int,
+        log_index: int,
+        checkpoint: int = 0,
+    ) -> None:
+        self.chain_id = chain_id
+        self.contract = contract
+        self.name = name
+        self.params = params
+        self.address = address
+        self.block_number = block_number
+        self.block_hash = block_hash
+        self.block_timestamp = block_timestamp
+        self.transaction_hash = transaction_hash
+        self.transaction_index = transaction_index
+        self.log_index = log_index
+        self.checkpoint = checkpoint
+        self._handlers: list = []
+
+    def __repr__(self) -> str:
+        return (
+            f"Event({self.contract}.{self.name}, chain={self.chain_id}, "
+            f"block={self.block_number}, log_index={self.log_index}, params={self.params!r})"
+        )

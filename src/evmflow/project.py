@@ -1,0 +1,104 @@
+"""Loading a project: config, schema, entity classes, handlers and event decoders."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import entities as entities_module
+from .config import ProjectConfig, load_config
+from .decode import EventDecoder
+from .entities import Entity, make_entity_classes
+from .errors import HandlerError
+from .handlers import Handler, Registry, load_handlers
+from .schema import SchemaSpec, load_schema
+from .sources.base import LogFilter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EventBinding:
+    """One (contract, event) the project indexes, with its decoder and handlers."""
+
+    contract: str
+    event: str
+    decoder: EventDecoder
+    handlers: list[Handler]
+    addresses: list[str]  # empty: any address
+    chains: list[int]
+    start_block: int | None
+
+
+@dataclass
+class Project:
+    config: ProjectConfig
+    schema: SchemaSpec
+    classes: dict[str, type[Entity]]
+    registry: Registry
+    bindings: list[EventBinding] = field(default_factory=list)
+
+    def filters(self, chain_id: int) -> list[LogFilter]:
+        """What to fetch on a chain: one filter per contract."""
+        by_contract: dict[str, LogFilter] = {}
+        for b in self.bindings:
+            if chain_id not in b.chains:
+                continue
+            f = by_contract.get(b.contract)
+            if f is None:
+                f = by_contract[b.contract] = LogFilter(list(b.addresses) or None, [])
+            if b.decoder.event.topic0 not in f.topic0s:
+                f.topic0s.append(b.decoder.event.topic0)
+        return list(by_contract.values())
+
+    def routes(self, chain_id: int) -> tuple[dict, dict]:
+        """Lookup tables for a log: (topic0, address) -> bindings, and topic0 -> bindings
+        of contracts that take any address."""
+        by_address: dict[tuple[str, str], list[EventBinding]] = {}
+        wildcard: dict[str, list[EventBinding]] = {}
+        for b in self.bindings:
+            if chain_id not in b.chains:
+                continue
+            topic0 = b.decoder.event.topic0
+            if b.addresses:
+                for address in b.addresses:
+                    by_address.setdefault((topic0, address), []).append(b)
+            else:
+                wildcard.setdefault(topic0, []).append(b)
+        return by_address, wildcard
+
+
+def load_project(path: str | Path) -> Project:
+    config = load_config(path)
+    schema = load_schema(config.schema_path)
+    classes = make_entity_classes(schema)
+    entities_module._install(classes)
+    contracts = {c.name: [e.name for e in c.event_abis] for c in config.contracts}
+    registry = load_handlers(config.handlers, contracts)
+    project = Project(config, schema, classes, registry)
+    for contract in config.contracts:
+        for event in contract.event_abis:
+            handlers = registry.handlers.get((contract.name, event.name), [])
+            if not handlers:
+                log.warning(
+                    "no handler registered for %s.%s: its events are fetched but ignored",
+                    contract.name,
+                    event.name,
+                )
+            project.bindings.append(
+                EventBinding(
+                    contract.name,
+                    event.name,
+                    EventDecoder(event),
+                    handlers,
+                    list(contract.addresses),
+                    list(contract.chains),
+                    contract.start_block,
+                )
+            )
+    known = {(b.contract, b.event) for b in project.bindings}
+    for key in registry.handlers:
+        if key not in known:  # pragma: no cover - ContractRef refuses unknown events earlier
+            raise HandlerError(f"handler for unknown event {key[0]}.{key[1]}")
+    return project

@@ -1,0 +1,294 @@
+"""PostgreSQL storage, through asyncpg.
+
+The writer and the reader each hold a connection. A commit stages each entity's rows with
+COPY into a temporary table and upserts them from there in one statement; with array
+parameters (``unnest``) as the alternative, selected by ``upsert_method``. bench/bench_engine.py
+compares the two.
+
+A ``schema`` query parameter in the URL (``postgresql://host/db?schema=name``) keeps the index
+in a PostgreSQL schema of its own.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+
+from ..schema import SchemaSpec
+from .base import (
+    CHAINS_TABLE,
+    FORMAT_VERSION,
+    META_TABLE,
+    OPERATORS,
+    ChainProgress,
+    Commit,
+    IndexState,
+    Storage,
+    mismatch_error,
+    quote,
+    schema_fingerprint,
+)
+from .convert import POSTGRES_TYPES, column_type, postgres_from_db, postgres_to_db, row_converter
+
+
+def split_url(url: str) -> tuple[str, str | None]:
+    """The URL for asyncpg and the schema named by its ``schema`` parameter."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query)
+    schema = next((v for k, v in query if k == "schema"), None)
+    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    return urlunsplit(parts._replace(query=rest)), schema
+
+
+def hide_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+class PostgresStorage(Storage):
+    upsert_method = "copy"
+
+    def __init__(self, url: str, schema: SchemaSpec) -> None:
+        super().__init__(schema)
+        self.dsn, self.pg_schema = split_url(url)
+        self.url_for_humans = hide_password(url)
+        self._reader: asyncpg.Connection | None = None
+        self._writer: asyncpg.Connection | None = None
+        self._to_db = {
+            n: row_converter([postgres_to_db(f) for f in lay.fields])
+            for n, lay in self.layouts.items()
+        }
+        self._from_db = {
+            n: row_converter([postgres_from_db(f) for f in lay.fields])
+            for n, lay in self.layouts.items()
+        }
+        self._field_to_db = {
+            (n, f.name): postgres_to_db(f) for n, lay in self.layouts.items() for f in lay.fields
+        }
+        self._sql_types = {
+            n: [column_type(f, POSTGRES_TYPES, "JSONB") for f in lay.fields]
+            for n, lay in self.layouts.items()
+        }
+
+    async def _connect(self) -> asyncpg.Connection:
+        settings = {"search_path": quote(self.pg_schema)} if self.pg_schema else {}
+        conn = await asyncpg.connect(self.dsn, server_settings=settings)
+        return conn
+
+    async def open(self) -> None:
+        if self.pg_schema:
+            conn = await asyncpg.connect(self.dsn)
+            try:
+                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.pg_schema)}")
+            finally:
+                await conn.close()
+        self._writer = await self._connect()
+        self._reader = await self._connect()
+
+    async def close(self) -> None:
+        for conn in (self._writer, self._reader):
+            if conn is not None and not conn.is_closed():
+                await conn.close()
+        self._writer = self._reader = None
+
+    # -- setup -------------------------------------------------------------------------------
+
+    async def prepare(
+        self, config_fingerprint: str, chain_starts: dict[int, int], reset: bool = False
+    ) -> IndexState:
+        db = self._writer
+        assert db is not None
+        async with db.transaction():
+            # One indexer per database (or schema) at a time.
+            await db.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema()))")
+            await db.execute(
+                f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key TEXT PRIMARY KEY, value TEXT)"
+            )
+            meta = {r["key"]: r["value"] for r in await db.fetch(f"SELECT * FROM {META_TABLE}")}
+            if reset:
+                owned = json.loads(meta.get("tables", "[]"))
+                for table in set(owned) | set(self.layouts):
+                    await db.execute(f"DROP TABLE IF EXISTS {quote(table)} CASCADE")
+                await db.execute(f"DROP TABLE IF EXISTS {CHAINS_TABLE}")
+                await db.execute(f"DELETE FROM {META_TABLE}")
+                meta = {}
+            self._check_meta(meta, config_fingerprint)
+            await self._create_tables(db)
+            stored = {
+                r["chain_id"]: ChainProgress(r["block"], r["events"])
+                for r in await db.fetch(f"SELECT chain_id, block, events FROM {CHAINS_TABLE}")
+            }
+            for cid, start in chain_starts.items():
+                if cid not in stored:
+                    await db.execute(
+                        f"INSERT INTO {CHAINS_TABLE} (chain_id, block, events) VALUES ($1, $2, 0)",
+                        cid,
+                        start - 1,
+                    )
+                    stored[cid] = ChainProgress(start - 1, 0)
+            values = {
+                "version": FORMAT_VERSION,
+                "schema": schema_fingerprint(self.schema),
+                "config": config_fingerprint,
+                "tables": json.dumps(sorted(self.layouts)),
+                "last_checkpoint": meta.get("last_checkpoint", "0"),
+            }
+            await db.executemany(
+                f"INSERT INTO {META_TABLE} (key, value) VALUES ($1, $2) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                list(values.items()),
+            )
+        await self._create_staging(db)
+        return IndexState(stored, int(values["last_checkpoint"]))
+
+    def _check_meta(self, meta: dict[str, str], config_fingerprint: str) -> None:
+        if not meta:
+            return
+        if meta.get("version") != FORMAT_VERSION:
+            raise mismatch_error(
+                "evmflow version", str(meta.get("version")), FORMAT_VERSION, self.url_for_humans
+            )
+        current = schema_fingerprint(self.schema)
+        if meta.get("schema") != current:
+            raise mismatch_error("schema", str(meta.get("schema")), current, self.url_for_humans)
+        if meta.get("config") != config_fingerprint:
+            raise mismatch_error(
+                "set of chains and contracts",
+                str(meta.get("config")),
+                config_fingerprint,
+                self.url_for_humans,
+            )
+
+    async def _create_tables(self, db: asyncpg.Connection) -> None:
+        await db.execute(
+            f"CREATE TABLE IF NOT EXISTS {CHAINS_TABLE} "
+            "(chain_id BIGINT PRIMARY KEY, block BIGINT NOT NULL, events BIGINT NOT NULL)"
+        )
+        for name, lay in self.layouts.items():
+            cols = []
+            for f, col, sql_type in zip(
+                lay.fields, lay.columns, self._sql_types[name], strict=True
+            ):
+                key = " PRIMARY KEY" if f.name == "id" else ""
+                null = " NOT NULL" if f.required and f.name != "id" else ""
+                cols.append(f"{col} {sql_type}{key}{null}")
+            await db.execute(f"CREATE TABLE IF NOT EXISTS {lay.table} ({', '.join(cols)})")
+            for f in lay.fields:
+                if f.indexed or f.kind == "ref":
+                    index = quote(f"{name}_{f.name}_idx")
+                    await db.execute(
+                        f"CREATE INDEX IF NOT EXISTS {index} ON {lay.table} ({quote(f.name)})"
+                    )
+
+    async def _create_staging(self, db: asyncpg.Connection) -> None:
+        for name, lay in self.layouts.items():
+            await db.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {quote('_stage_' + name)} "
+                f"(LIKE {lay.table}) ON COMMIT DELETE ROWS"
+            )
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def _rows(self, entity: str, sql: str, *args: Any) -> list[tuple]:
+        assert self._reader is not None
+        rows = await self._reader.fetch(sql, *args)
+        convert = self._from_db[entity]
+        if convert:
+            return [convert(tuple(r)) for r in rows]
+        return [tuple(r) for r in rows]
+
+    async def load_by_ids(self, entity: str, ids: list[str]) -> list[tuple]:
+        lay = self.layouts[entity]
+        sql = f'SELECT {", ".join(lay.columns)} FROM {lay.table} WHERE "id" = ANY($1::text[])'
+        return await self._rows(entity, sql, ids)
+
+    async def load_where(self, entity: str, field_name: str, op: str, value: Any) -> list[tuple]:
+        lay = self.layouts[entity]
+        i = lay.index_of(field_name)
+        sql_type = self._sql_types[entity][i]
+        convert = self._field_to_db[(entity, field_name)] or (lambda v: v)
+        select = f"SELECT {', '.join(lay.columns)} FROM {lay.table} WHERE {quote(field_name)} "
+        if op == "in":
+            values = [convert(v) for v in value]
+            return await self._rows(entity, select + f"= ANY($1::{sql_type}[])", values)
+        if value is None:
+            return await self._rows(entity, select + "IS NULL") if op == "eq" else []
+        return await self._rows(entity, select + f"{OPERATORS[op]} $1::{sql_type}", convert(value))
+
+    async def read_table(self, entity: str) -> list[tuple]:
+        lay = self.layouts[entity]
+        return await self._rows(
+            entity, f'SELECT {", ".join(lay.columns)} FROM {lay.table} ORDER BY "id"'
+        )
+
+    async def read_progress(self) -> dict[int, ChainProgress]:
+        assert self._reader is not None
+        rows = await self._reader.fetch(f"SELECT chain_id, block, events FROM {CHAINS_TABLE}")
+        return {r["chain_id"]: ChainProgress(r["block"], r["events"]) for r in rows}
+
+    # -- the write path ----------------------------------------------------------------------
+
+    async def commit(self, commit: Commit) -> None:
+        db = self._writer
+        assert db is not None
+        async with db.transaction():
+            for entity, rows in commit.changes.items():
+                lay = self.layouts[entity]
+                deletes = [i for i, r in rows.items() if r is None]
+                upserts = [r for r in rows.values() if r is not None]
+                if deletes:
+                    await db.execute(
+                        f'DELETE FROM {lay.table} WHERE "id" = ANY($1::text[])', deletes
+                    )
+                if upserts:
+                    convert = self._to_db[entity]
+                    if convert:
+                        upserts = [convert(r) for r in upserts]
+                    if self.upsert_method == "copy":
+                        await self._upsert_copy(db, entity, upserts)
+                    else:
+                        await self._upsert_unnest(db, entity, upserts)
+            await db.executemany(
+                f"UPDATE {CHAINS_TABLE} SET block = $1, events = $2 WHERE chain_id = $3",
+                [(p.block, p.events, cid) for cid, p in commit.chains.items()],
+            )
+            await db.execute(
+                f"UPDATE {META_TABLE} SET value = $1 WHERE key = 'last_checkpoint'",
+                str(commit.last_checkpoint),
+            )
+
+    def _conflict_clause(self, entity: str) -> str:
+        columns = self.layouts[entity].columns
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
+        return (
+            f'ON CONFLICT ("id") DO UPDATE SET {updates}'
+            if updates
+            else 'ON CONFLICT ("id") DO NOTHING'
+        )
+
+    async def _upsert_copy(self, db: asyncpg.Connection, entity: str, rows: list[tuple]) -> None:
+        stage = "_stage_" + entity
+        await db.copy_records_to_table(stage, records=rows, schema_name="pg_temp")
+        lay = self.layouts[entity]
+        cols = ", ".join(lay.columns)
+        await db.execute(
+            f"INSERT INTO {lay.table} ({cols}) SELECT {cols} FROM pg_temp.{quote(stage)} "
+            f"{self._conflict_clause(entity)}"
+        )
+
+    async def _upsert_unnest(self, db: asyncpg.Connection, entity: str, rows: list[tuple]) -> None:
+        lay = self.layouts[entity]
+        types = self._sql_types[entity]
+        arrays = [list(column) for column in zip(*rows, strict=True)]
+        params = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types))
+        await db.execute(
+            f"INSERT INTO {lay.table} ({', '.join(lay.columns)}) "
+            f"SELECT * FROM unnest({params}) {self._conflict_clause(entity)}",
+            *arrays,
+        )

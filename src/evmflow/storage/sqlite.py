@@ -1,0 +1,284 @@
+"""SQLite storage: the embedded default.
+
+The writer's connection lives in a thread of its own, so SQLite's work on commit N (which
+releases the GIL) runs while the event loop decodes and handles batch N+1. Reads come from a
+second connection on the loop's thread. WAL mode lets that reader see the last committed state
+while a commit is under way.
+
+BigInt and BigDecimal are stored as decimal text, lossless, with collations that compare them
+as numbers; a tool that opens the file without evmflow's collations can read them but not sort
+or compare them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from ..schema import SchemaSpec
+from .base import (
+    CHAINS_TABLE,
+    FORMAT_VERSION,
+    META_TABLE,
+    OPERATORS,
+    ChainProgress,
+    Commit,
+    IndexState,
+    Storage,
+    mismatch_error,
+    quote,
+    schema_fingerprint,
+)
+from .convert import SQLITE_TYPES, column_type, row_converter, sqlite_from_db, sqlite_to_db
+
+_CHUNK = 500
+
+
+def _compare_ints(a: str, b: str) -> int:
+    x, y = int(a), int(b)
+    return (x > y) - (x < y)
+
+
+def _compare_decimals(a: str, b: str) -> int:
+    x, y = Decimal(a), Decimal(b)
+    return (x > y) - (x < y)
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """A connection with evmflow's collations, as every reader of an index needs."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.create_collation("evmflow_bigint", _compare_ints)
+    conn.create_collation("evmflow_decimal", _compare_decimals)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # NORMAL keeps every commit through a process crash (SIGKILL); only a power loss can drop
+    # the last commits, never corrupt the file.
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+class SqliteStorage(Storage):
+    def __init__(self, path: str, schema: SchemaSpec) -> None:
+        super().__init__(schema)
+        self.path = path
+        self.url_for_humans = f"sqlite:///{path}"
+        self._reader: sqlite3.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evmflow-sqlite")
+        self._to_db = {
+            n: row_converter([sqlite_to_db(f) for f in lay.fields])
+            for n, lay in self.layouts.items()
+        }
+        self._from_db = {
+            n: row_converter([sqlite_from_db(f) for f in lay.fields])
+            for n, lay in self.layouts.items()
+        }
+        self._field_to_db = {
+            (n, f.name): sqlite_to_db(f) for n, lay in self.layouts.items() for f in lay.fields
+        }
+        self._upsert_sql: dict[str, str] = {}
+        self._delete_sql: dict[str, str] = {}
+        for name, lay in self.layouts.items():
+            cols = ", ".join(lay.columns)
+            marks = ", ".join("?" for _ in lay.columns)
+            updates = ", ".join(f"{c} = excluded.{c}" for c in lay.columns[1:])
+            conflict = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
+            self._upsert_sql[name] = (
+                f'INSERT INTO {lay.table} ({cols}) VALUES ({marks}) ON CONFLICT("id") {conflict}'
+            )
+            self._delete_sql[name] = f'DELETE FROM {lay.table} WHERE "id" = ?'
+
+    async def _in_thread(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._writer = await self._in_thread(connect, self.path)
+        self._reader = connect(self.path)
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await self._in_thread(self._writer.close)
+            self._writer = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        self._thread.shutdown(wait=True)
+
+    # -- setup -------------------------------------------------------------------------------
+
+    async def prepare(
+        self, config_fingerprint: str, chain_starts: dict[int, int], reset: bool = False
+    ) -> IndexState:
+        return await self._in_thread(self._prepare, config_fingerprint, chain_starts, reset)
+
+    def _prepare(
+        self, config_fingerprint: str, chain_starts: dict[int, int], reset: bool
+    ) -> IndexState:
+        db = self._writer
+        assert db is not None
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(
+                f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key TEXT PRIMARY KEY, value TEXT)"
+            )
+            meta = dict(db.execute(f"SELECT key, value FROM {META_TABLE}").fetchall())
+            if reset:
+                owned = json.loads(meta.get("tables", "[]"))
+                for table in set(owned) | set(self.layouts):
+                    db.execute(f"DROP TABLE IF EXISTS {quote(table)}")
+                db.execute(f"DROP TABLE IF EXISTS {CHAINS_TABLE}")
+                db.execute(f"DELETE FROM {META_TABLE}")
+                meta = {}
+            self._check_meta(meta, config_fingerprint)
+            self._create_tables(db)
+            stored_chains = {
+                cid: ChainProgress(block, events)
+                for cid, block, events in db.execute(
+                    f"SELECT chain_id, block, events FROM {CHAINS_TABLE}"
+                )
+            }
+            for cid, start in chain_starts.items():
+                if cid not in stored_chains:
+                    db.execute(
+                        f"INSERT INTO {CHAINS_TABLE} (chain_id, block, events) VALUES (?, ?, 0)",
+                        (cid, start - 1),
+                    )
+                    stored_chains[cid] = ChainProgress(start - 1, 0)
+            values = {
+                "version": FORMAT_VERSION,
+                "schema": schema_fingerprint(self.schema),
+                "config": config_fingerprint,
+                "tables": json.dumps(sorted(self.layouts)),
+            }
+            values.setdefault("last_checkpoint", meta.get("last_checkpoint", "0"))
+            db.executemany(
+                f"INSERT INTO {META_TABLE} (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                list(values.items()),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return IndexState(stored_chains, int(values["last_checkpoint"]))
+
+    def _check_meta(self, meta: dict[str, str], config_fingerprint: str) -> None:
+        if not meta:
+            return
+        if meta.get("version") != FORMAT_VERSION:
+            raise mismatch_error(
+                "evmflow version", str(meta.get("version")), FORMAT_VERSION, self.url_for_humans
+            )
+        current = schema_fingerprint(self.schema)
+        if meta.get("schema") != current:
+            raise mismatch_error("schema", str(meta.get("schema")), current, self.url_for_humans)
+        if meta.get("config") != config_fingerprint:
+            raise mismatch_error(
+                "set of chains and contracts",
+                str(meta.get("config")),
+                config_fingerprint,
+                self.url_for_humans,
+            )
+
+    def _create_tables(self, db: sqlite3.Connection) -> None:
+        db.execute(
+            f"CREATE TABLE IF NOT EXISTS {CHAINS_TABLE} "
+            "(chain_id INTEGER PRIMARY KEY, block INTEGER NOT NULL, events INTEGER NOT NULL)"
+        )
+        for name, lay in self.layouts.items():
+            cols = []
+            for f, col in zip(lay.fields, lay.columns, strict=True):
+                sql_type = column_type(f, SQLITE_TYPES, "TEXT")
+                key = " PRIMARY KEY" if f.name == "id" else ""
+                null = " NOT NULL" if f.required and f.name != "id" else ""
+                cols.append(f"{col} {sql_type}{key}{null}")
+            db.execute(f"CREATE TABLE IF NOT EXISTS {lay.table} ({', '.join(cols)})")
+            for f in lay.fields:
+                if f.indexed or f.kind == "ref":
+                    index = quote(f"{name}_{f.name}_idx")
+                    db.execute(
+                        f"CREATE INDEX IF NOT EXISTS {index} ON {lay.table} ({quote(f.name)})"
+                    )
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def _rows(self, entity: str, sql: str, params: list) -> list[tuple]:
+        assert self._reader is not None
+        rows = self._reader.execute(sql, params).fetchall()
+        convert = self._from_db[entity]
+        return [convert(r) for r in rows] if convert else rows
+
+    async def load_by_ids(self, entity: str, ids: list[str]) -> list[tuple]:
+        lay = self.layouts[entity]
+        out: list[tuple] = []
+        select = f'SELECT {", ".join(lay.columns)} FROM {lay.table} WHERE "id" IN '
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            out += self._rows(entity, select + f"({', '.join('?' * len(chunk))})", chunk)
+        return out
+
+    async def load_where(self, entity: str, field_name: str, op: str, value: Any) -> list[tuple]:
+        lay = self.layouts[entity]
+        convert = self._field_to_db[(entity, field_name)] or (lambda v: v)
+        select = f"SELECT {', '.join(lay.columns)} FROM {lay.table} WHERE {quote(field_name)} "
+        if op == "in":
+            values = [convert(v) for v in value]
+            out: list[tuple] = []
+            for start in range(0, len(values), _CHUNK):
+                chunk = values[start : start + _CHUNK]
+                out += self._rows(entity, select + f"IN ({', '.join('?' * len(chunk))})", chunk)
+            return out
+        if value is None:
+            return self._rows(entity, select + "IS NULL", []) if op == "eq" else []
+        return self._rows(entity, select + f"{OPERATORS[op]} ?", [convert(value)])
+
+    async def read_table(self, entity: str) -> list[tuple]:
+        lay = self.layouts[entity]
+        return self._rows(
+            entity, f'SELECT {", ".join(lay.columns)} FROM {lay.table} ORDER BY "id"', []
+        )
+
+    async def read_progress(self) -> dict[int, ChainProgress]:
+        assert self._reader is not None
+        rows = self._reader.execute(f"SELECT chain_id, block, events FROM {CHAINS_TABLE}")
+        return {cid: ChainProgress(block, events) for cid, block, events in rows}
+
+    # -- the write path ----------------------------------------------------------------------
+
+    async def commit(self, commit: Commit) -> None:
+        await self._in_thread(self._commit, commit)
+
+    def _commit(self, commit: Commit) -> None:
+        db = self._writer
+        assert db is not None
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for entity, rows in commit.changes.items():
+                upserts = [r for r in rows.values() if r is not None]
+                deletes = [(i,) for i, r in rows.items() if r is None]
+                if deletes:
+                    db.executemany(self._delete_sql[entity], deletes)
+                if upserts:
+                    convert = self._to_db[entity]
+                    if convert:
+                        upserts = [convert(r) for r in upserts]
+                    db.executemany(self._upsert_sql[entity], upserts)
+            db.executemany(
+                f"UPDATE {CHAINS_TABLE} SET block = ?, events = ? WHERE chain_id = ?",
+                [(p.block, p.events, cid) for cid, p in commit.chains.items()],
+            )
+            db.execute(
+                f"UPDATE {META_TABLE} SET value = ? WHERE key = 'last_checkpoint'",
+                (str(commit.last_checkpoint),),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
