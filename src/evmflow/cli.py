@@ -1,0 +1,149 @@
+"""The ``evmflow`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .errors import EvmflowError, HandlerFailed, UserError, WriterError
+
+log = logging.getLogger("evmflow")
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@click.group()
+@click.version_option(package_name="evmflow")
+def main() -> None:
+    """evmflow: index EVM smart-contract events into SQL."""
+
+
+@main.command()
+@click.argument("project_dir", default=".", type=click.Path(file_okay=True, path_type=Path))
+@click.option("--db", "db", default=None, help="Database URL (default: DATABASE_URL, or SQLite "
+              "in <project>/.evmflow/index.db).")
+@click.option("--reset", is_flag=True, help="Drop the indexed data and start over.")
+@click.option("--batch-size", type=int, default=None, help="Events per batch.")
+@click.option("--no-pipeline", is_flag=True, help="Await every commit before the next batch.")
+@click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors.")
+@click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
+@click.option("--progress/--no-progress", default=None,
+              help="Live progress view (default: on when the output is a terminal).")
+def run(
+    project_dir: Path,
+    db: str | None,
+    reset: bool,
+    batch_size: int | None,
+    no_pipeline: bool,
+    quiet: bool,
+    verbose: bool,
+    progress: bool | None,
+) -> None:
+    """Index PROJECT_DIR until every chain reaches its end block (Ctrl-C stops, keeping what
+    is committed)."""
+    _setup_logging(verbose, quiet)
+    from .engine import Indexer
+
+    try:
+        indexer = Indexer(
+            project_dir,
+            db,
+            reset=reset,
+            batch_size=batch_size,
+            pipeline=False if no_pipeline else None,
+        )
+    except UserError as exc:
+        _fail(str(exc), 2)
+        return
+    show_progress = (sys.stderr.isatty() if progress is None else progress) and not quiet
+    code = asyncio.run(_run(indexer, show_progress, quiet))
+    sys.exit(code)
+
+
+async def _run(indexer, show_progress: bool, quiet: bool) -> int:  # type: ignore[no-untyped-def]
+    from .progress import ProgressView
+
+    loop = asyncio.get_running_loop()
+    interrupted = False
+
+    def on_signal() -> None:
+        nonlocal interrupted
+        if interrupted:
+            return
+        interrupted = True
+        click.echo("\nstopping: finishing the batch in hand and committing...", err=True)
+        indexer.stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    view = ProgressView(indexer, enabled=show_progress, quiet=quiet)
+    started = time.perf_counter()
+    try:
+        async with view:
+            await indexer.run()
+    except UserError as exc:
+        _fail(str(exc), 2)
+        return 2
+    except HandlerFailed as exc:
+        _fail(f"{exc}\nnothing of this batch was stored; fix the handler and run again", 1)
+        if exc.__cause__ is not None:
+            import traceback
+
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
+        return 1
+    except WriterError as exc:
+        _fail(str(exc), 1)
+        return 1
+    except EvmflowError as exc:
+        _fail(str(exc), 1)
+        return 1
+    seconds = time.perf_counter() - started
+    m = indexer.measures
+    if not quiet:
+        rate = m.events / seconds if seconds > 0 else 0.0
+        for chain in indexer.chains.values():
+            click.echo(
+                f"chain {chain.chain_id}: at block {chain.progress.block}, "
+                f"{chain.progress.events} events in total",
+                err=True,
+            )
+        click.echo(f"{m.events} events in {seconds:.2f}s ({rate:,.0f} events/s)", err=True)
+    if interrupted:
+        return 130
+    return 0
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+
+
+@main.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--template", type=click.Choice(["erc20"]), default="erc20", show_default=True,
+              help="Which project to start from.")
+def init(directory: Path, template: str) -> None:
+    """Write a new project into DIRECTORY (which must be empty or absent)."""
+    from .templates import write_template
+
+    try:
+        written = write_template(template, directory)
+    except UserError as exc:
+        _fail(str(exc), 2)
+        sys.exit(2)
+    click.echo(f"wrote {len(written)} files to {directory}:")
+    for path in written:
+        click.echo(f"  {path.relative_to(directory)}")
+    click.echo(f"run it with: evmflow run {directory}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
