@@ -338,6 +338,17 @@ def test_malformed_data_gives_none_where_eth_abi_raises(types, data):
     _check_none_like_eth_abi(types, data)
 
 
+def test_a_pointer_into_a_nested_tuples_own_head_gives_none_like_eth_abi():
+    components = (AbiParam("maker", "address"), AbiParam("ids", "uint256[]"))
+    event = EventAbi(name="E", inputs=(AbiParam("t", "tuple", components=components),))
+    # The tuple starts at 0x20; its ids pointer (0x20) aims at the pointer word itself, which
+    # read as a length (32) would find enough words after it.
+    data = "0x" + f"{0x20:064x}" + "00" * 12 + "11" * 20 + f"{0x20:064x}" + WORD * 33
+    with pytest.raises(DecodingError):
+        eth_abi.decode(["(address,uint256[])"], bytes.fromhex(data[2:]))
+    assert EventDecoder(event).decode([event.topic0], data) is None
+
+
 def test_wrong_topic_count_or_topic0_gives_none():
     event = _event([("a", "address", True), ("b", "uint256", False)])
     decoder, data = EventDecoder(event), _data_of(["uint256"], [1])

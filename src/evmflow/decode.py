@@ -479,7 +479,7 @@ class _CodeGen:
         self, t: _AbiType, src: str, base: str, offset: int, n: str, out: str, ind: str
     ) -> list[str]:
         """Lines decoding a dynamic tuple whose head starts at ``base + offset`` into ``out``."""
-        head_end = _at(base, offset + t.head_chars)
+        head_end = _at(base, offset + sum(c.head_chars for c in t.components))
         lines = [f"{ind}if {head_end} > {n}: raise _M"]
         names, position = [], offset
         for component in t.components:
