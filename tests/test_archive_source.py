@@ -309,6 +309,19 @@ async def test_without_a_blocks_file_headers_come_from_the_logs(tmp_path):
     assert all(h.parent_hash is None for h in headers.values())
 
 
+async def test_a_line_that_is_not_a_log_is_an_error_naming_file_and_line(tmp_path):
+    rows = raw_logs(_data_dir() / "chainstorage.logs.jsonl.gz")[:3]
+    path = write_lines(tmp_path / "odd.logs.jsonl", rows)
+    odd = json.dumps({"address": "0x12", "blockNumber": rows[-1]["blockNumber"]})
+    path.write_text(path.read_text() + odd + "\n")
+    with pytest.raises(SourceError, match=r"odd\.logs\.jsonl:4: expected an eth_getLogs log"):
+        await collect(ArchiveSource(path), 0, None, [LogFilter(None, [])])
+
+    path.write_text("not json\n")
+    with pytest.raises(SourceError, match=r"odd\.logs\.jsonl:1: not a JSON object"):
+        await collect(ArchiveSource(path), 0, 10, [LogFilter(None, [])])
+
+
 def test_a_missing_file_is_an_error(tmp_path):
     with pytest.raises(SourceError, match="does not exist"):
         ArchiveSource(tmp_path / "nope.logs.jsonl.gz")

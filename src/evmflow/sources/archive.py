@@ -27,9 +27,9 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar, cast
 
 import orjson
 
@@ -37,15 +37,17 @@ from ..errors import SourceError
 from .base import BlockHeader, Log, LogFilter, Page
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _BLOCK_KEY = b'"blockNumber":"'
 _ADDRESS_KEY = b'"address":"'
 _TOPICS_KEY = b'"topics":["'
+_NOT_WANTED: frozenset[bytes] = frozenset()
 
 
 def _open(path: Path) -> IO[bytes]:
     if path.suffix == ".gz":
-        return gzip.open(path, "rb")
+        return cast(IO[bytes], gzip.open(path, "rb"))
     return open(path, "rb")
 
 
@@ -77,6 +79,12 @@ class _Matcher:
                 else:
                     self.by_topic.setdefault(key, set()).update(addresses)  # type: ignore[union-attr]
         self.matches_nothing = not self.by_topic and not self.any_topic and not self.any_topic_all
+        # The same, in bytes, for looking at raw lines before parsing them.
+        self._by_topic_bytes = {
+            t.encode(): None if a is None else {x.encode() for x in a}
+            for t, a in self.by_topic.items()
+        }
+        self._any_topic_bytes = {x.encode() for x in self.any_topic or ()}
 
     def matches(self, address: str, topic0: str | None) -> bool:
         if self.any_topic_all:
@@ -90,30 +98,45 @@ class _Matcher:
 
     def may_match(self, line: bytes) -> bool:
         """False only when the raw line surely does not match; True when unsure."""
-        start = line.find(_ADDRESS_KEY)
-        if start < 0:
+        if self.any_topic_all:
             return True
-        start += len(_ADDRESS_KEY)
-        address = line[start : start + 42].decode("ascii", "replace").lower()
         start = line.find(_TOPICS_KEY)
         if start < 0:
             # No topic, or JSON spelt with spaces: let the exact check decide.
             return True
         start += len(_TOPICS_KEY)
-        topic0 = line[start : start + 66].decode("ascii", "replace").lower()
-        return self.matches(address, topic0)
+        addresses = self._by_topic_bytes.get(line[start : start + 66].lower(), _NOT_WANTED)
+        if addresses is None:
+            return True
+        if addresses is _NOT_WANTED and not self._any_topic_bytes:
+            return False
+        start = line.find(_ADDRESS_KEY)
+        if start < 0:
+            return True
+        start += len(_ADDRESS_KEY)
+        address = line[start : start + 42].lower()
+        return address in addresses or address in self._any_topic_bytes
 
 
 class _LogStream:
-    """The matching logs of the logs file from a block on, in order, with order checks."""
+    """The matching logs of blocks ``from_block..to_block`` of the logs file, in order.
 
-    def __init__(self, path: Path, from_block: int, matcher: _Matcher) -> None:
+    Stops reading at the first line past ``to_block``: the order of the rest is not checked.
+    """
+
+    def __init__(self, path: Path, from_block: int, to_block: int, matcher: _Matcher) -> None:
         self.path = path
         self.from_block = from_block
+        self.to_block = to_block
         self.matcher = matcher
 
     def __iter__(self) -> Iterator[Log]:
-        path, from_block, matcher = self.path, self.from_block, self.matcher
+        path, from_block, to_block, matcher = (
+            self.path,
+            self.from_block,
+            self.to_block,
+            self.matcher,
+        )
         previous_block = -1
         previous_key = (-1, -1)
         with _open(path) as lines:
@@ -128,19 +151,14 @@ class _LogStream:
                 if block < previous_block:
                     raise _unsorted(path, line_no, f"block {block} follows block {previous_block}")
                 previous_block = block
+                if block > to_block:
+                    return
                 if block < from_block or not matcher.may_match(line):
                     continue
 
                 if raw is None:
                     raw = _parse(line, path, line_no)
-                try:
-                    log = Log.from_rpc(raw)
-                except (KeyError, ValueError, TypeError, AttributeError) as exc:
-                    raise SourceError(
-                        f"{path}:{line_no}: not an eth_getLogs log object ({exc!r}); each line "
-                        "needs address, topics, data, blockNumber, blockHash, transactionHash, "
-                        "transactionIndex and logIndex"
-                    ) from exc
+                log = _build(Log.from_rpc, raw, path, line_no, _LOG_FIELDS)
                 if raw.get("removed") is True:
                     continue
                 if not matcher.matches(log.address, log.topics[0] if log.topics else None):
@@ -186,13 +204,7 @@ class _BlockStream:
             if not line.strip():
                 continue
             raw = _parse(line, self.path, line_no)
-            try:
-                header = BlockHeader.from_rpc(raw)
-            except (KeyError, ValueError, TypeError, AttributeError) as exc:
-                raise SourceError(
-                    f"{self.path}:{line_no}: not a block object ({exc!r}); each line needs "
-                    "number, hash and timestamp (parentHash where known)"
-                ) from exc
+            header = _build(BlockHeader.from_rpc, raw, self.path, line_no, _BLOCK_FIELDS)
             if header.number <= self._previous:
                 what = "repeats" if header.number == self._previous else "follows"
                 raise _unsorted(
@@ -239,6 +251,20 @@ def _parse(line: bytes, path: Path, line_no: int) -> dict:
     if not isinstance(raw, dict):
         raise SourceError(f"{path}:{line_no}: expected a JSON object, got {type(raw).__name__}")
     return raw
+
+
+_LOG_FIELDS = (
+    "an eth_getLogs log object with address, topics, data, blockNumber, blockHash, "
+    "transactionHash, transactionIndex and logIndex"
+)
+_BLOCK_FIELDS = "a block object with number, hash and timestamp (parentHash where known)"
+
+
+def _build(from_rpc: Callable[[dict], T], raw: dict, path: Path, line_no: int, shape: str) -> T:
+    try:
+        return from_rpc(raw)
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise SourceError(f"{path}:{line_no}: expected {shape}; got an error: {exc!r}") from exc
 
 
 def _hex_field(raw: dict, field: str, path: Path, line_no: int) -> int:
@@ -309,6 +335,7 @@ class ArchiveSource:
     ) -> AsyncIterator[Page]:
         """Pages covering exactly ``from_block..to_block`` (``None``: to the archive's end)."""
         end = to_block if to_block is not None else await self.head()
+        logger.debug("%s: pages of blocks %d..%d", self.logs_file, from_block, end)
         pages = self._iter_pages(from_block, end, filters)
         try:
             while True:
@@ -344,12 +371,14 @@ class ArchiveSource:
             )
         return highest
 
-    def _iter_pages(self, from_block: int, end: int, filters: list[LogFilter]) -> Iterator[Page]:
+    def _iter_pages(
+        self, from_block: int, end: int, filters: list[LogFilter]
+    ) -> Generator[Page, None, None]:
         matcher = _Matcher(filters)
         logs: Iterator[Log] = (
             iter(())
             if matcher.matches_nothing
-            else iter(_LogStream(self.logs_file, from_block, matcher))
+            else iter(_LogStream(self.logs_file, from_block, end, matcher))
         )
         headers = _BlockStream(self.blocks_file)
         try:
