@@ -29,15 +29,22 @@ def main() -> None:
 
 @main.command()
 @click.argument("project_dir", default=".", type=click.Path(file_okay=True, path_type=Path))
-@click.option("--db", "db", default=None, help="Database URL (default: DATABASE_URL, or SQLite "
-              "in <project>/.evmflow/index.db).")
+@click.option(
+    "--db",
+    "db",
+    default=None,
+    help="Database URL (default: DATABASE_URL, or SQLite in <project>/.evmflow/index.db).",
+)
 @click.option("--reset", is_flag=True, help="Drop the indexed data and start over.")
 @click.option("--batch-size", type=int, default=None, help="Events per batch.")
 @click.option("--no-pipeline", is_flag=True, help="Await every commit before the next batch.")
 @click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors.")
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
-@click.option("--progress/--no-progress", default=None,
-              help="Live progress view (default: on when the output is a terminal).")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Live progress view (default: on when the output is a terminal).",
+)
 def run(
     project_dir: Path,
     db: str | None,
@@ -128,8 +135,13 @@ def _fail(message: str, code: int) -> None:
 
 @main.command()
 @click.argument("directory", type=click.Path(path_type=Path))
-@click.option("--template", type=click.Choice(["erc20"]), default="erc20", show_default=True,
-              help="Which project to start from.")
+@click.option(
+    "--template",
+    type=click.Choice(["erc20"]),
+    default="erc20",
+    show_default=True,
+    help="Which project to start from.",
+)
 def init(directory: Path, template: str) -> None:
     """Write a new project into DIRECTORY (which must be empty or absent)."""
     from .templates import write_template

@@ -118,6 +118,7 @@ class Indexer:
         sources: dict[int, Source] | None = None,
         preload: bool = True,
         cache_limit: int = 1_000_000,
+        on_storage_open: Callable[[Storage], Awaitable[None]] | None = None,
     ) -> None:
         self.project = project if isinstance(project, Project) else load_project(project)
         engine = self.project.config.engine
@@ -130,6 +131,7 @@ class Indexer:
         self.source_overrides = sources or {}
         self.preload_enabled = preload
         self.cache_limit = cache_limit
+        self.on_storage_open = on_storage_open
         self.measures = Measures()
         self.chains: dict[int, ChainState] = {}
         self.storage: Storage | None = None
@@ -156,6 +158,8 @@ class Indexer:
         storage = self.storage = open_storage(self.db_url, project.schema)
         await storage.open()
         try:
+            if self.on_storage_open is not None:
+                await self.on_storage_open(storage)
             state = await storage.prepare(
                 project.config.fingerprint(),
                 {c.id: c.start_block for c in project.config.chains},
@@ -425,4 +429,3 @@ def _handlers_of(event: Event) -> list[Handler]:
 
 def run_sync(indexer: Indexer) -> None:
     asyncio.run(indexer.run())
-

@@ -121,7 +121,9 @@ class Processor:
 
     # -- preload -----------------------------------------------------------------------------
 
-    async def preload(self, events: list[Event], handlers: Callable[[Event], list[Handler]]) -> None:
+    async def preload(
+        self, events: list[Event], handlers: Callable[[Event], list[Handler]]
+    ) -> None:
         ctx = self.preload_context
         waiting: list[tuple[Coroutine, Read]] = []
         for event in events:
@@ -213,5 +215,3 @@ def _failure(event: Event, handler: Handler, exc: Exception) -> HandlerFailed:
         f"block {event.block_number} log index {event.log_index} "
         f"(tx {event.transaction_hash}): {type(exc).__name__}: {exc}"
     )
-
-

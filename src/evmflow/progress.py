@@ -96,5 +96,10 @@ class ProgressView:
             for chain, block, target, events, rate, left in self.lines():
                 log.info(
                     "chain %s: block %s of %s, %s events, %s events/s, %s left",
-                    chain, block, target, events, rate, left,
+                    chain,
+                    block,
+                    target,
+                    events,
+                    rate,
+                    left,
                 )

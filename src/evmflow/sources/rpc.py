@@ -173,6 +173,10 @@ class _Inconsistent(Exception):
     """An answer that contradicts itself or the other answers of the same page."""
 
 
+class _BehindHead(Exception):
+    """The node answering does not have a block of the page (yet, or any more)."""
+
+
 @dataclass
 class _Endpoint:
     url: str
@@ -402,6 +406,13 @@ class RpcSource:
                     "chain %s: inconsistent answer, fetching again: %s", self.chain_id, exc
                 )
                 await asyncio.sleep(self._backoff(attempt))
+            except _BehindHead as exc:
+                # A node of a pool lagging, or a chain that shrank in a reorg: the blocks come
+                # (back) with the head, so wait like for a new head, without a retry limit.
+                # Limitation: a URL whose node stays behind forever stalls the source here
+                # instead of failing over to the next URL.
+                logger.debug("chain %s: %s; waiting", self.chain_id, exc)
+                await asyncio.sleep(self._poll_interval)
 
     async def _get_logs(self, start: int, end: int, flt: _Filter) -> list[Log]:
         try:
@@ -412,7 +423,7 @@ class RpcSource:
                 # "header not found" and the like: a node of a load-balanced pool lagging.
                 raise _Inconsistent(f"eth_getLogs {start}-{end}: {exc}") from exc
             if refusal.beyond_head:
-                raise _Inconsistent(f"node is behind block {end}: {exc.message}") from exc
+                raise _BehindHead(f"node is behind block {end}: {exc.message}") from exc
             raise _RangeRefused(refusal, f"{exc.code}: {exc.message}") from exc
         if not isinstance(raw_logs, list):
             raise _Inconsistent(f"eth_getLogs {start}-{end} answered {type(raw_logs).__name__}")
@@ -485,8 +496,10 @@ class RpcSource:
             for number, answer in zip(chunk, answers, strict=True):
                 if isinstance(answer, _RpcError):
                     raise _Inconsistent(f"block {number}: {answer}")
+                if answer is None:
+                    raise _BehindHead(f"block {number} is unknown to the node")
                 if not isinstance(answer, dict):
-                    raise _Inconsistent(f"block {number} is unknown to the node")
+                    raise _Inconsistent(f"block {number}: the header is not an object")
                 found[number] = answer
         return found
 
