@@ -160,6 +160,10 @@ def _tuple_class(name: str, abi_names: list[str]) -> type[AbiTuple]:
     return type(name or "tuple", (AbiTuple,), namespace)
 
 
+# Limitation: the Params subclasses and tuple classes are made at run time, so their instances
+# cannot be pickled (pickle looks classes up by module and name). Handing decoded params to
+# another process fails with PicklingError; send ``to_dict()`` instead, or register the classes
+# in a module with copyreg to fix it.
 def _params_class(event: EventAbi) -> type[Params]:
     abi_names = [p.name for p in event.inputs]
     names = _unique_names(abi_names, _PARAMS_RESERVED)
