@@ -10,8 +10,8 @@ import asyncio
 import gzip
 import json
 import logging
+from datetime import UTC, datetime
 from email.utils import format_datetime
-from datetime import datetime, timezone
 
 import pytest
 
@@ -130,21 +130,24 @@ def source_for(*urls: str, **options) -> RpcSource:
     return RpcSource(1, list(urls), **{**FAST, **options})
 
 
-async def test_pages_hold_every_matching_log_once_in_chain_order(server):
-    source = source_for(server.url, max_block_range=4, concurrency=3)
+async def fetch_all(
+    *urls: str, start: int = FIRST, end: int = LAST, filters=FILTERS, **options
+) -> list[Page]:
+    """Every page of start..end from a new source with test timings, closed afterwards."""
+    source = source_for(*urls, **options)
     try:
-        pages = await collect(source, FIRST, LAST)
+        return await collect(source, start, end, filters)
     finally:
         await source.close()
+
+
+async def test_pages_hold_every_matching_log_once_in_chain_order(server):
+    pages = await fetch_all(server.url, max_block_range=4, concurrency=3)
     assert as_tuples(pages) == expected_logs(LOGS, FIRST, LAST, FILTERS)
 
 
 async def test_page_headers_are_the_real_headers(server):
-    source = source_for(server.url, max_block_range=5)
-    try:
-        pages = await collect(source, FIRST, LAST)
-    finally:
-        await source.close()
+    pages = await fetch_all(server.url, max_block_range=5)
     real = {int(h["number"], 16): h for h in HEADERS}
     for page in pages:
         for number, header in page.blocks.items():
@@ -155,11 +158,7 @@ async def test_page_headers_are_the_real_headers(server):
 
 async def test_wildcard_filter_gets_every_log_of_the_blocks(server):
     everything = [LogFilter(None, sorted({log["topics"][0] for log in LOGS if log["topics"]}))]
-    source = source_for(server.url, max_block_range=23)
-    try:
-        pages = await collect(source, FIRST, FIRST + 2, everything)
-    finally:
-        await source.close()
+    pages = await fetch_all(server.url, max_block_range=23, end=FIRST + 2, filters=everything)
     assert len(as_tuples(pages)) == sum(
         1 for log in LOGS if FIRST <= int(log["blockNumber"], 16) <= FIRST + 2 and log["topics"]
     )
@@ -253,11 +252,7 @@ RANGE_FAULTS = [
 @pytest.mark.parametrize("refuse", [f[1] for f in RANGE_FAULTS], ids=[f[0] for f in RANGE_FAULTS])
 async def test_range_refusals_shrink_the_range_and_lose_nothing(server, refuse):
     server.refuse = refuse
-    source = source_for(server.url, max_block_range=16, concurrency=2, grow_after=2)
-    try:
-        pages = await collect(source, FIRST, LAST)
-    finally:
-        await source.close()
+    pages = await fetch_all(server.url, max_block_range=16, concurrency=2, grow_after=2)
     assert as_tuples(pages) == expected_logs(LOGS, FIRST, LAST, FILTERS)
     assert server.refused, "the fault never fired"
     # a refused range is never asked again as it was
@@ -271,11 +266,7 @@ async def test_range_grows_again_after_successes(server):
         if start < FIRST + 4 and end > start
         else None
     )
-    source = source_for(server.url, max_block_range=8, concurrency=1, grow_after=2)
-    try:
-        await collect(source, FIRST, LAST)
-    finally:
-        await source.close()
+    await fetch_all(server.url, max_block_range=8, concurrency=1, grow_after=2)
     spans = [
         int(params[0]["toBlock"], 16) - int(params[0]["fromBlock"], 16) + 1
         for method, params in server.calls
@@ -286,13 +277,9 @@ async def test_range_grows_again_after_successes(server):
 
 
 async def test_rate_limit_with_retry_after_is_waited_out(server):
-    past = format_datetime(datetime(2015, 10, 21, 7, 28, tzinfo=timezone.utc), usegmt=True)
+    past = format_datetime(datetime(2015, 10, 21, 7, 28, tzinfo=UTC), usegmt=True)
     server.http_faults.extend([(429, {"Retry-After": "0"}), (429, {"Retry-After": past})])
-    source = source_for(server.url, max_block_range=23)
-    try:
-        pages = await collect(source, FIRST, LAST)
-    finally:
-        await source.close()
+    pages = await fetch_all(server.url, max_block_range=23)
     assert as_tuples(pages) == expected_logs(LOGS, FIRST, LAST, FILTERS)
     assert not server.http_faults
 
@@ -314,11 +301,7 @@ def test_retry_after_header_is_read_as_seconds_or_http_date(header, now, expecte
 
 async def test_server_errors_are_retried(server):
     server.http_faults.extend([(500, {}), (502, {}), (503, {})])
-    source = source_for(server.url, max_block_range=23)
-    try:
-        pages = await collect(source, FIRST, LAST)
-    finally:
-        await source.close()
+    pages = await fetch_all(server.url, max_block_range=23)
     assert as_tuples(pages) == expected_logs(LOGS, FIRST, LAST, FILTERS)
 
 
@@ -341,22 +324,14 @@ async def test_retries_end_in_source_error_naming_chain_method_and_masked_url(se
 async def test_stalled_request_times_out_and_is_retried(server):
     server.stalls = 1
     # a short range: client and node share one event loop, so the timeout covers both
-    source = source_for(server.url, max_block_range=23, request_timeout=0.5)
-    try:
-        pages = await collect(source, FIRST, FIRST + 2)
-    finally:
-        await source.close()
+    pages = await fetch_all(server.url, max_block_range=23, request_timeout=0.5, end=FIRST + 2)
     assert as_tuples(pages) == expected_logs(LOGS, FIRST, FIRST + 2, FILTERS)
     assert server.stalls == 0
 
 
 async def test_dead_first_url_falls_back_to_the_next(server):
     dead = f"http://127.0.0.1:{free_port()}/"
-    source = source_for(dead, server.url, max_block_range=6)
-    try:
-        pages = await collect(source, FIRST, LAST)
-    finally:
-        await source.close()
+    pages = await fetch_all(dead, server.url, max_block_range=6)
     assert as_tuples(pages) == expected_logs(LOGS, FIRST, LAST, FILTERS)
 
 
@@ -391,11 +366,7 @@ async def test_logs_of_one_block_with_two_hashes_are_fetched_again(server):
         return logs
 
     server.logs_hooks.append(two_hashes)
-    source = source_for(server.url, max_block_range=4)
-    try:
-        pages = await collect(source, FIRST, LAST)
-    finally:
-        await source.close()
+    pages = await fetch_all(server.url, max_block_range=4)
     assert not server.logs_hooks
     assert as_tuples(pages) == expected_logs(LOGS, FIRST, LAST, FILTERS)
 
@@ -407,11 +378,7 @@ async def test_header_disagreeing_with_logs_is_fetched_again(server):
         return {**header, "hash": "0x" + "cd" * 32}
 
     server.header_hooks.append(other_hash)
-    source = source_for(server.url, max_block_range=4)
-    try:
-        pages = await collect(source, FIRST, LAST)
-    finally:
-        await source.close()
+    pages = await fetch_all(server.url, max_block_range=4)
     assert not server.header_hooks
     assert as_tuples(pages) == expected_logs(LOGS, FIRST, LAST, FILTERS)
     block = FIRST + 2
@@ -425,11 +392,7 @@ async def test_log_outside_the_asked_range_is_fetched_again(server):
         return logs + [dict(stray)] if end < LAST else None
 
     server.logs_hooks.append(add_stray)
-    source = source_for(server.url, max_block_range=4)
-    try:
-        pages = await collect(source, FIRST, LAST)
-    finally:
-        await source.close()
+    pages = await fetch_all(server.url, max_block_range=4)
     assert not server.logs_hooks
     assert as_tuples(pages) == expected_logs(LOGS, FIRST, LAST, FILTERS)
 
