@@ -564,3 +564,89 @@ async def test_secret_headers_never_appear_in_errors(server):
         await source.close()
     assert "s3cr3t" not in str(raised.value)
     assert "HTTP 401" in str(raised.value)
+
+
+# --- against a real anvil node ---------------------------------------------------------------
+
+
+def _anvil_tuples(raw_logs: list[dict]) -> list[tuple]:
+    return [
+        (
+            int(log["blockNumber"], 16),
+            int(log["logIndex"], 16),
+            log["blockHash"].lower(),
+            log["address"].lower(),
+            tuple(t.lower() for t in log["topics"]),
+            log["data"].lower(),
+            log["transactionHash"].lower(),
+        )
+        for log in raw_logs
+    ]
+
+
+@pytest.fixture(scope="module")
+def anvil_token():
+    from tests.support.anvil import Anvil, AnvilNotFound, BenchToken
+
+    try:
+        node = Anvil(chain_id=31337)
+    except AnvilNotFound as exc:
+        pytest.skip(str(exc))
+    with node:
+        yield BenchToken.deploy(node)
+
+
+@pytest.mark.anvil
+async def test_logs_from_anvil_equal_anvils_own_get_logs(anvil_token):
+    from tests.support.anvil import real_transfers, spam_transfers
+
+    node = anvil_token.node
+    spam_transfers(anvil_token, 3000, 25, events_per_tx=400, seed=7)
+    real_transfers(anvil_token, 30, per_block=7, seed=7)
+    head = node.block_number()
+    expected = node.get_logs(0, head, address=anvil_token.address, topics=[[TRANSFER]])
+
+    filters = [LogFilter([anvil_token.address], [TRANSFER])]
+    pages = await fetch_all(
+        node.url, start=0, end=head, filters=filters, max_block_range=6, concurrency=3
+    )
+    assert as_tuples(pages) == _anvil_tuples(expected)
+    assert len(expected) == 3000 + 30 + 5  # spam, transfers, and the five mints
+    for page in pages:
+        for number, header in page.blocks.items():
+            assert header.hash == node.get_block(number)["hash"]
+
+
+@pytest.mark.anvil
+async def test_following_anvils_head_delivers_each_new_log_once(anvil_token):
+    from tests.support.anvil import real_transfers, spam_transfers
+
+    node = anvil_token.node
+    start = node.block_number() + 1
+    filters = [LogFilter([anvil_token.address], [TRANSFER])]
+    source = source_for(node.url, max_block_range=4, poll_interval=0.02)
+    pages: list[Page] = []
+    target: list[int] = []
+
+    async def follow():
+        async for page in source.pages(start, None, filters):
+            pages.append(page)
+            if target and page.to_block >= target[0]:
+                return
+
+    def grow_chain():
+        spam_transfers(anvil_token, 400, 8, events_per_tx=100, seed=11)
+        real_transfers(anvil_token, 12, per_block=3, seed=11)
+        node.mine(2)
+        return node.block_number()
+
+    try:
+        task = asyncio.create_task(follow())
+        target.append(await asyncio.to_thread(grow_chain))
+        await asyncio.wait_for(task, 30)
+    finally:
+        await source.close()
+    assert_pages_tile(pages, start, target[0])
+    expected = node.get_logs(start, target[0], address=anvil_token.address, topics=[[TRANSFER]])
+    assert len(expected) == 400 + 12 + 5
+    assert as_tuples(pages) == _anvil_tuples(expected)
