@@ -12,6 +12,7 @@ from tests.support.anvil import (
     TRANSFER_TOPIC,
     Anvil,
     AnvilNotFound,
+    AnvilStartError,
     BenchToken,
     encode_call,
     find_anvil,
@@ -72,6 +73,13 @@ def test_node_answers_with_its_chain_id_and_leaves_nothing_running():
     assert process is not None and process.poll() is not None
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_a_node_that_cannot_start_is_an_error_with_anvil_s_own_words(tmp_path):
+    with pytest.raises(AnvilStartError, match="no-such-flag"):
+        Anvil(extra_args=["--no-such-flag"]).start()
+    with pytest.raises(AnvilStartError, match="does not exist"):
+        Anvil(load_state=tmp_path / "missing.json").start()
 
 
 def test_balances_equal_the_sums_of_the_transfer_logs(clean):

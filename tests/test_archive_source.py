@@ -325,3 +325,42 @@ async def test_a_line_that_is_not_a_log_is_an_error_naming_file_and_line(tmp_pat
 def test_a_missing_file_is_an_error(tmp_path):
     with pytest.raises(SourceError, match="does not exist"):
         ArchiveSource(tmp_path / "nope.logs.jsonl.gz")
+
+
+@pytest.mark.anvil
+async def test_an_archive_written_by_gen_transfers_reads_back_as_the_chain_serves_it(tmp_path):
+    from bench.gen_transfers import main as gen_transfers
+    from tests.support.anvil import TRANSFER_TOPIC, Anvil
+
+    argv = ["--events", "2500", "--per-block", "1000", "--events-per-tx", "400"]
+    assert gen_transfers([*argv, "--out-dir", str(tmp_path), "--dump-state"]) == 0
+    meta = json.loads((tmp_path / "transfers-2500.meta.json").read_text())
+    src = ArchiveSource(
+        tmp_path / "transfers-2500.logs.jsonl.gz",
+        tmp_path / "transfers-2500.blocks.jsonl.gz",
+        page_blocks=2,
+    )
+    pages = await collect(src, 0, None, [LogFilter([meta["token"]], [TRANSFER_TOPIC])])
+
+    with Anvil(load_state=tmp_path / "transfers-2500.state.json") as node:
+        chain_logs = node.get_logs(0, node.block_number())
+        chain_blocks = {
+            n: node.get_block(n) for n in range(meta["first_block"], meta["last_block"] + 1)
+        }
+    check_coverage(pages, 0, meta["last_block"])
+    got = [log for page in pages for log in page.logs]
+    assert len(got) == len(chain_logs) == 2500
+    assert [(g.block_number, g.log_index, g.transaction_hash, g.topics, g.data) for g in got] == [
+        (
+            int(r["blockNumber"], 16),
+            int(r["logIndex"], 16),
+            r["transactionHash"],
+            r["topics"],
+            r["data"],
+        )
+        for r in chain_logs
+    ]
+    headers = {n: h for page in pages for n, h in page.blocks.items()}
+    assert {n: (h.hash, h.parent_hash, h.timestamp) for n, h in headers.items()} == {
+        n: (b["hash"], b["parentHash"], int(b["timestamp"], 16)) for n, b in chain_blocks.items()
+    }

@@ -25,7 +25,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -156,6 +158,12 @@ def _die_with_parent() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
+def _may_tie_to_parent() -> bool:
+    # Linux sends the parent-death signal when the *thread* that forked exits, so tie anvil
+    # to its parent only when the main thread starts it (a worker thread may end first).
+    return sys.platform == "linux" and threading.current_thread() is threading.main_thread()
+
+
 class Anvil:
     """A running anvil node, as a context manager.
 
@@ -235,7 +243,7 @@ class Anvil:
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent if os.name == "posix" else None,  # noqa: PLW1509
+            preexec_fn=_die_with_parent if _may_tie_to_parent() else None,  # noqa: PLW1509
         )
         deadline = time.monotonic() + self.start_timeout
         while True:
