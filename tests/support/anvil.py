@@ -300,7 +300,8 @@ class Anvil:
     # JSON-RPC
 
     def _post(self, body: bytes) -> Any:
-        for attempt in (1, 2):
+        while True:
+            reused = self._conn is not None
             if self._conn is None:
                 self._conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
             try:
@@ -311,10 +312,10 @@ class Anvil:
                 payload = response.read()
                 break
             except (OSError, http.client.HTTPException):
-                # anvil may close an idle keep-alive connection; one fresh retry is safe for
-                # the read-mostly calls of tests, and a send retried twice fails on its nonce.
+                # Retry once on a fresh connection only when a kept-alive one failed (the
+                # server may have closed it while idle); a fresh one failing is a real error.
                 self._close_conn()
-                if attempt == 2 or (self._process is not None and self._process.poll() is not None):
+                if not reused:
                     raise
         if response.status != 200:
             raise RpcError("http", {"code": response.status, "message": payload[:500].decode()})
@@ -434,7 +435,7 @@ class Anvil:
         With automine on (and ``check``) the transaction is mined by now: raise
         ``TransactionFailed`` if it reverted.
         """
-        tx = self._tx(to, data, from_, nonce, gas)
+        tx = self.prepare_tx(to, data, from_, nonce, gas)
         tx_hash = str(self.rpc("eth_sendTransaction", [tx]))
         if check and self.automine():
             receipt = self.wait_receipt(tx_hash)
@@ -453,9 +454,10 @@ class Anvil:
                 raise TransactionFailed(f"transaction {tx_hash} not mined after {timeout}s")
             time.sleep(0.01)
 
-    def _tx(
+    def prepare_tx(
         self, to: str | None, data: str, from_: str | None, nonce: int | None, gas: int | None
     ) -> dict:
+        """A transaction object for ``eth_sendTransaction`` (default sender: account 0)."""
         tx: dict[str, Any] = {"from": from_ or self.accounts[0], "data": data}
         if to is not None:
             tx["to"] = to
@@ -538,7 +540,7 @@ class BenchToken:
         """A prepared ``spam(n, seed, pool)`` transaction (for ``Anvil.send_many``)."""
         data = encode_call("spam(uint256,uint256,uint256)", n, seed, pool)
         gas = SPAM_GAS_BASE + SPAM_GAS_PER_EVENT * n
-        return self.node._tx(self.address, data, from_, nonce, gas)
+        return self.node.prepare_tx(self.address, data, from_, nonce, gas)
 
     def spam(self, n: int, seed: int, pool: int, from_: str | None = None) -> str:
         """Emit ``n`` Transfer logs (no balance change) in one transaction."""
@@ -636,7 +638,7 @@ def real_transfers(
         amount = rng.randrange(mint_amount // 2, mint_amount)
         balances[holder] += amount
         data = encode_call("mint(address,uint256)", holder, amount)
-        planned.append(node._tx(token.address, data, minter, next_nonce(minter), 100_000))
+        planned.append(node.prepare_tx(token.address, data, minter, next_nonce(minter), 100_000))
     for _ in range(transfers):
         sender = rng.choice([h for h in holders if balances[h] > 0])
         receiver = rng.choice(holders)
@@ -644,7 +646,7 @@ def real_transfers(
         balances[sender] -= amount
         balances[receiver] += amount
         data = encode_call("transfer(address,uint256)", receiver, amount)
-        planned.append(node._tx(token.address, data, sender, next_nonce(sender), 100_000))
+        planned.append(node.prepare_tx(token.address, data, sender, next_nonce(sender), 100_000))
 
     hashes: list[str] = []
     with node.manual_mining():
