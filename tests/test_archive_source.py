@@ -5,6 +5,7 @@ Every expected value is computed here from the raw JSONL with plain Python (gzip
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -320,6 +321,16 @@ async def test_a_line_that_is_not_a_log_is_an_error_naming_file_and_line(tmp_pat
     path.write_text("not json\n")
     with pytest.raises(SourceError, match=r"odd\.logs\.jsonl:1: not a JSON object"):
         await collect(ArchiveSource(path), 0, 10, [LogFilter(None, [])])
+
+
+async def test_a_consumer_may_stop_after_any_page():
+    src = source("firehose-17686110", page_blocks=3)
+    async with contextlib.aclosing(src.pages(17686110, None, [LogFilter(None, [])])) as pages:
+        async for page in pages:
+            assert (page.from_block, page.to_block) == (17686110, 17686112)
+            break
+    again = await collect(src, 17686110, 17686112, [LogFilter(None, [])])
+    assert [(p.from_block, p.to_block) for p in again] == [(17686110, 17686112)]
 
 
 def test_a_missing_file_is_an_error(tmp_path):

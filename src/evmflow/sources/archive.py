@@ -20,11 +20,15 @@ with no matching log is given as one empty page up to the block before the next 
 sparse archive spanning millions of blocks does not cost millions of pages.
 
 Parsing runs in a worker thread (one page at a time) so the event loop stays responsive.
+
+# Limitation: only JSONL archives are read; cryo's parquet files are not supported yet and
+# need converting to JSONL (one eth_getLogs object a line) first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import logging
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
@@ -334,6 +338,9 @@ class ArchiveSource:
         self, from_block: int, to_block: int | None, filters: list[LogFilter]
     ) -> AsyncIterator[Page]:
         """Pages covering exactly ``from_block..to_block`` (``None``: to the archive's end)."""
+        # Limitation: with to_block=None the pages stop at the archive's last block instead of
+        # following a head, since the files do not grow; a chain that goes on from an RPC
+        # source has to switch to it at that block.
         end = to_block if to_block is not None else await self.head()
         logger.debug("%s: pages of blocks %d..%d", self.logs_file, from_block, end)
         pages = self._iter_pages(from_block, end, filters)
@@ -344,7 +351,10 @@ class ArchiveSource:
                     return
                 yield page
         finally:
-            pages.close()
+            # Cancelled while a worker thread still runs next(): the generator cannot be closed
+            # from here ("already executing"); it closes its files when it is collected.
+            with contextlib.suppress(ValueError):
+                pages.close()
 
     def _scan_highest(self) -> int:
         highest = -1
