@@ -465,13 +465,14 @@ class RpcSource:
         # Limitation: only the headers a page fetches anyway (blocks with logs, and the page's
         # last block) are checked; a node that drops every log of another block goes unseen.
         # Fetching every header of every range would catch it, at many times the traffic.
+        blocks_with_logs = [{log.block_number for log in found} for found in per_filter]
         for raw in raw_headers.values():
             bloom = raw.get("logsBloom")
             if not bloom:
                 continue
             number = int(raw["number"], 16)
-            for flt, found in zip(filters, per_filter, strict=True):
-                if any(log.block_number == number for log in found):
+            for flt, has_logs in zip(filters, blocks_with_logs, strict=True):
+                if number in has_logs:
                     continue
                 if not bloom_may_contain(bloom, flt.addresses, flt.topic0s):
                     continue
