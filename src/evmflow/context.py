@@ -50,12 +50,32 @@ class Read:
         return self.result
 
 
-def _ready(table: Table, key: Any, row: tuple | None, throw: bool) -> Read:
-    read = Read(table, GET, key)
-    read.done = True
-    read.throw = throw
-    read.result = table.cls.from_row(row) if row is not None else None
-    return read
+class Ready:
+    """A read memory answered: awaiting it returns at once, without suspending."""
+
+    __slots__ = ("result",)
+
+    def __init__(self, result: Any) -> None:
+        self.result = result
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.result
+        yield  # a generator that never yields
+
+
+class ReadyOrThrow(Ready):
+    __slots__ = ("name", "key")
+
+    def __init__(self, result: Any, name: str, key: Any) -> None:
+        self.result = result
+        self.name = name
+        self.key = key
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        if self.result is None:
+            raise EntityNotFound(f"{self.name} {self.key!r} does not exist")
+        return self.result
+        yield
 
 
 class EntityContext:
@@ -68,19 +88,25 @@ class EntityContext:
         self._runtime = runtime
         self._cls = table.cls
 
-    def get(self, entity_id: str) -> Read:
+    def get(self, entity_id: str) -> Read | Ready:
         """The entity with this id, or None. Use with ``await``."""
         entry = self._table.entries.get(entity_id)
         if entry is not None:
-            return _ready(self._table, entity_id, entry[1], False)
+            row = entry[1]
+            return Ready(None if row is None else self._cls.from_row(row))
         if type(entity_id) is not str:
             raise EntityError(f"{self._table.name} ids are str, got {type(entity_id).__name__}")
         return Read(self._table, GET, entity_id)
 
-    def get_or_throw(self, entity_id: str) -> Read:
+    def get_or_throw(self, entity_id: str) -> Read | Ready:
         """The entity with this id; raises EntityNotFound if there is none."""
+        entry = self._table.entries.get(entity_id)
+        if entry is not None:
+            row = entry[1]
+            found = None if row is None else self._cls.from_row(row)
+            return ReadyOrThrow(found, self._table.name, entity_id)
         read = self.get(entity_id)
-        read.throw = True
+        read.throw = True  # type: ignore[union-attr]
         return read
 
     def get_where(self, **conditions: Any) -> Read:

@@ -239,15 +239,54 @@ class Entity:
     __hash__ = None  # type: ignore[assignment]
 
 
+# Types whose common case a generated to_row accepts inline, without calling the field's check:
+# the exact Python type, and for Int the 64-bit range.
+_INLINE = {"ID": "str", "String": "str", "BigInt": "int", "Boolean": "bool"}
+
+
+def _generate_row_methods(
+    spec: EntitySpec, attributes: tuple[str, ...]
+) -> tuple[Callable[[Any], tuple], Callable[[type, tuple], Any]]:
+    """Straight-line ``to_row`` / ``from_row`` for one entity: they run for every ``set`` and
+    ``get``, and unrolled code is several times faster than a loop over fields."""
+    lines = ["def to_row(self):"]
+    for i, (f, attr) in enumerate(zip(spec.stored_fields, attributes, strict=True)):
+        lines.append(f"    v{i} = self.{attr}")
+        inline = _INLINE.get(f.type_name) if f.kind == "scalar" and not f.is_list else None
+        if inline and f.required:
+            lines.append(f"    if type(v{i}) is not {inline}: v{i} = check{i}(v{i})")
+        elif f.type_name == "Int" and f.kind == "scalar" and not f.is_list and f.required:
+            lines.append(
+                f"    if type(v{i}) is not int or not {INT64_MIN} <= v{i} <= {INT64_MAX}: "
+                f"v{i} = check{i}(v{i})"
+            )
+        else:
+            lines.append(f"    v{i} = check{i}(v{i})")
+    lines.append(f"    return ({', '.join(f'v{i}' for i in range(len(attributes)))},)")
+    lines.append("def from_row(cls, row):")
+    lines.append("    obj = new(cls)")
+    lines.append(f"    {', '.join(f'obj.{a}' for a in attributes)}, = row")
+    lines.append("    return obj")
+    namespace: dict[str, Any] = {"new": object.__new__}
+    code = "\n".join(lines)
+    exec(compile(code, f"<evmflow entity {spec.name}>", "exec"), namespace)
+    return namespace["to_row"], namespace["from_row"]
+
+
 def make_entity_class(spec: EntitySpec, enums: dict[str, list[str]]) -> type[Entity]:
     stored = spec.stored_fields
     attributes = tuple(attribute_name(f.name) for f in stored)
+    checks = tuple(field_check(spec.name, f, enums) for f in stored)
+    to_row, from_row = _generate_row_methods(spec, attributes)
+    to_row.__globals__.update({f"check{i}": c for i, c in enumerate(checks)})
     namespace = {
         "__slots__": attributes,
         "_entity_name": spec.name,
         "_attributes": attributes,
         "_columns": tuple(f.name for f in stored),
-        "_checks": tuple(field_check(spec.name, f, enums) for f in stored),
+        "_checks": checks,
+        "to_row": to_row,
+        "from_row": classmethod(from_row),
         "__module__": "evmflow.entities",
         "__qualname__": spec.name,
     }

@@ -32,6 +32,9 @@ Handler = Callable[[Event, HandlerContext], Coroutine[Any, Any, None]]
 # finished by the real run.
 PRELOAD_ROUNDS = 4
 
+# The real run hands the event loop over every this many events.
+YIELD_EVERY = 200
+
 
 @dataclass
 class BatchTimings:
@@ -159,7 +162,14 @@ class Processor:
     ) -> None:
         ctx = self.context
         ctx.batch = batch
+        countdown = YIELD_EVERY
         for event in events:
+            countdown -= 1
+            if not countdown:
+                # Let the writer's coroutine (PostgreSQL) send its next statement, so the
+                # database works on commit N while this loop handles batch N+1.
+                countdown = YIELD_EVERY
+                await asyncio.sleep(0)
             ctx.checkpoint = event.checkpoint
             for handler in handlers(event):
                 coro = handler(event, ctx)
