@@ -19,8 +19,16 @@ from .errors import ConfigError
 from .events import Event
 from .processor import Handler, Processor
 from .project import Project, load_project
+from .reorg import (
+    ReorgSignal,
+    ReorgTooDeep,
+    check_page,
+    forget_above,
+    forget_below,
+    plan_rewind,
+)
 from .sources.base import Page, Source
-from .storage.base import ChainProgress, Commit, Storage, open_storage
+from .storage.base import ChainProgress, Checkpoint, Commit, Storage, open_storage
 from .store import Batch, Store
 from .writer import Writer
 
@@ -45,10 +53,29 @@ class ChainState:
     by_address: dict = field(default_factory=dict)
     wildcard: dict = field(default_factory=dict)
     head: int | None = None  # the highest block known to exist (for progress display)
+    # Reorg window: the node's head, the hashes of window blocks seen by the fetcher, the
+    # committed-or-queued window checkpoints, and a fork the fetcher found.
+    tip: int = 0
+    hashes: dict[int, str] = field(default_factory=dict)
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    reorg_at: int | None = None
 
     @property
     def chain_id(self) -> int:
         return self.config.id
+
+    @property
+    def tracks_reorgs(self) -> bool:
+        """Sources that can fetch headers again can be checked; archives are final."""
+        return self.config.max_reorg_depth > 0 and hasattr(self.source, "headers")
+
+    @property
+    def floor(self) -> int:
+        """The highest block outside the reorg window."""
+        return self.tip - self.config.max_reorg_depth
+
+    def in_window(self, block: int) -> bool:
+        return self.tracks_reorgs and block > self.floor
 
 
 @dataclass
@@ -57,6 +84,8 @@ class Measures:
 
     batches: int = 0
     events: int = 0
+    reorgs: int = 0
+    rollbacks: int = 0
     preload_seconds: float = 0.0
     handler_seconds: float = 0.0
     decode_seconds: float = 0.0
@@ -169,7 +198,7 @@ class Indexer:
             self.store = Store(project.schema.entities, project.classes)
             self.writer = Writer(storage, self.before_commit)
             self.writer.start()
-            self._start_chains(state.chains)
+            self._start_chains(state.chains, state.checkpoints)
             try:
                 await self._loop()
             finally:
@@ -187,7 +216,9 @@ class Indexer:
         finally:
             await storage.close()
 
-    def _start_chains(self, progress: dict[int, ChainProgress]) -> None:
+    def _start_chains(
+        self, progress: dict[int, ChainProgress], checkpoints: list[Checkpoint]
+    ) -> None:
         for chain_config in self.project.config.chains:
             source = self.source_overrides.get(chain_config.id) or make_source(
                 self.project, chain_config
@@ -196,22 +227,53 @@ class Indexer:
                 chain_config, source, progress[chain_config.id], chain_config.end_block
             )
             chain.by_address, chain.wildcard = self.project.routes(chain_config.id)
+            # The window's hashes, as committed: a restart inside the window still sees a fork.
+            chain.checkpoints = [c for c in checkpoints if c.chain_id == chain_config.id]
+            chain.hashes = {c.block: c.block_hash for c in chain.checkpoints}
             self.chains[chain_config.id] = chain
             start = chain.progress.block + 1
             if chain.end_block is not None and start > chain.end_block:
                 chain.done = True
                 log.info("chain %d: already at end block %d", chain.chain_id, chain.end_block)
                 continue
-            chain.fetch_task = asyncio.create_task(
-                self._fetch(chain, start), name=f"evmflow-fetch-{chain.chain_id}"
-            )
+            self._start_fetch(chain, start)
+
+    def _start_fetch(self, chain: ChainState, start: int) -> None:
+        chain.fetch_task = asyncio.create_task(
+            self._fetch(chain, start), name=f"evmflow-fetch-{chain.chain_id}"
+        )
+
+    async def _stop_fetch(self, chain: ChainState) -> None:
+        """Stop a chain's fetcher and drop every page it buffered."""
+        if chain.fetch_task is not None:
+            chain.fetch_task.cancel()
+            try:
+                await chain.fetch_task
+            except (asyncio.CancelledError, Exception):
+                pass
+            chain.fetch_task = None
+        while not chain.pages.empty():
+            chain.pages.get_nowait()
+        chain.pending = None
+        chain.ready.clear()
+        chain.done = False
+        chain.reorg_at = None
 
     async def _fetch(self, chain: ChainState, start: int) -> None:
         filters = self.project.filters(chain.chain_id)
         try:
             if chain.end_block is not None:
                 chain.head = chain.end_block
+            if chain.tracks_reorgs:
+                chain.tip = await chain.source.head()
             async for page in chain.source.pages(start, chain.end_block, filters):
+                if chain.tracks_reorgs:
+                    chain.tip = max(chain.tip, page.to_block)
+                    if page.to_block > chain.floor:
+                        fork = await self._check(chain, page)
+                        if fork is not None:
+                            await chain.pages.put(ReorgSignal(fork))
+                            return
                 await chain.pages.put(page)
         except asyncio.CancelledError:
             raise
@@ -219,6 +281,16 @@ class Indexer:
             await chain.pages.put(exc)
             return
         await chain.pages.put(_END)
+
+    async def _check(self, chain: ChainState, page: Page) -> int | None:
+        """The block where ``page`` shows a fork, or None. Asks the source for the headers a
+        check needs that the page lacks: its first block (linking to the block below) and
+        its last."""
+        headers = dict(page.blocks)
+        wanted = [n for n in {page.from_block, page.to_block} if n not in headers]
+        if wanted:
+            headers.update(await chain.source.headers(sorted(wanted)))  # type: ignore[attr-defined]
+        return check_page(chain.hashes, page, headers, chain.floor)
 
     async def _loop(self) -> None:
         assert self.writer is not None and self.store is not None and self._stop is not None
@@ -231,6 +303,10 @@ class Indexer:
                 store.evict()
             batch, events = await self._next_batch()
             if batch is None:
+                forked = [c for c in self.chains.values() if c.reorg_at is not None]
+                if forked:
+                    await self._handle_reorg(forked[0])
+                    continue
                 break
             store.begin_batch(batch)
             route = _handlers_of
@@ -258,7 +334,7 @@ class Indexer:
                 store.advance(writer.committed_seq)
         self.measures.waited_on_writer_seconds += await writer.drain()
         store.advance(writer.committed_seq)
-        self.finished = all(c.done for c in self.chains.values())
+        self.finished = all(c.done and c.reorg_at is None for c in self.chains.values())
         if self.finished:
             log.info("every chain reached its end block; %d events", self.measures.events)
 
@@ -281,6 +357,10 @@ class Indexer:
                 return None
         if item is _END:
             chain.done = True
+            return None
+        if isinstance(item, ReorgSignal):
+            chain.reorg_at = item.block
+            chain.done = True  # for batching: nothing more from this chain until rolled back
             return None
         if isinstance(item, BaseException):
             raise item
@@ -361,11 +441,130 @@ class Indexer:
                 chain.pending = Page(rest_from, page.to_block, logs[cut:], page.blocks)
                 to_block = rest_from - 1
                 logs = logs[:cut]
+        first_new = len(events)
         decoded = self._decode(chain, logs, page, events)
+        if chain.in_window(to_block):
+            self._record_window(chain, page, to_block, events[first_new:], batch)
         chain.progress = ChainProgress(to_block, chain.progress.events + decoded)
         batch.chains[chain.chain_id] = chain.progress
         ranges.append(f"chain {chain.chain_id} blocks {page.from_block}-{to_block}")
         return max(len(logs), 1)
+
+    def _record_window(
+        self, chain: ChainState, page: Page, to_block: int, new: list[Event], batch: Batch
+    ) -> None:
+        """Checkpoint rows for the window blocks of a page part: one per block with events,
+        and one for its last block, whose hash links the next page."""
+        batch.in_window = True
+        batch.window_floor[chain.chain_id] = chain.floor
+        events_before = chain.progress.events
+        rows: list[Checkpoint] = []
+        for event in new:
+            if not rows or rows[-1].id != event.checkpoint:
+                rows.append(
+                    Checkpoint(
+                        event.checkpoint,
+                        chain.chain_id,
+                        event.block_number,
+                        event.block_hash,
+                        events_before,
+                    )
+                )
+            events_before += 1
+        last_hash = chain.hashes.get(to_block)
+        if last_hash is None and to_block in page.blocks:
+            last_hash = page.blocks[to_block].hash
+        if last_hash is not None and (not rows or rows[-1].block != to_block):
+            self._checkpoint += 1
+            rows.append(
+                Checkpoint(self._checkpoint, chain.chain_id, to_block, last_hash, events_before)
+            )
+        rows = [r for r in rows if r.block > chain.floor]
+        batch.checkpoints += rows
+        chain.checkpoints += rows
+        if chain.checkpoints and chain.checkpoints[0].block <= chain.floor:
+            chain.checkpoints = [c for c in chain.checkpoints if c.block > chain.floor]
+            forget_below(chain.hashes, chain.floor)
+
+    async def _handle_reorg(self, chain: ChainState) -> None:
+        """Find the fork's depth, then rewind every chain past it and fetch again."""
+        assert self.writer is not None and self.store is not None and self.storage is not None
+        fork = chain.reorg_at
+        assert fork is not None
+        started = time.perf_counter()
+        self.measures.reorgs += 1
+        target = await self._find_target(chain, fork)
+        if not chain.config.rollback_on_reorg:
+            log.warning(
+                "chain %d: reorg at block %d back to block %d; rollback_on_reorg is off, so "
+                "the index keeps what it had and continues",
+                chain.chain_id,
+                fork,
+                target,
+            )
+            forget_above(chain.hashes, target)
+            await self._stop_fetch(chain)
+            self._start_fetch(chain, chain.progress.block + 1)
+            return
+
+        # Drain first: the rollback must see every queued commit in the database.
+        self.measures.waited_on_writer_seconds += await self.writer.drain()
+        self.store.advance(self.writer.committed_seq)
+        window = sorted(
+            (c for ch in self.chains.values() for c in ch.checkpoints), key=lambda c: c.id
+        )
+        plan = plan_rewind(
+            chain.chain_id,
+            target,
+            window,
+            {cid: ch.progress for cid, ch in self.chains.items()},
+        )
+        result = await self.storage.rollback(plan.target_checkpoint, plan.progress)
+        self.store.clear()
+        for cid, progress in plan.progress.items():
+            rewound = self.chains[cid]
+            await self._stop_fetch(rewound)
+            rewound.progress = progress
+            rewound.checkpoints = [c for c in rewound.checkpoints if c.id <= plan.target_checkpoint]
+            forget_above(rewound.hashes, progress.block)
+            self._start_fetch(rewound, progress.block + 1)
+        if chain.chain_id not in plan.progress:
+            # Nothing of the fork was processed yet: drop what was buffered and fetch again.
+            await self._stop_fetch(chain)
+            forget_above(chain.hashes, target)
+            self._start_fetch(chain, chain.progress.block + 1)
+        self.measures.rollbacks += 1
+        log.info(
+            "chain %d: reorg seen at block %d; rolled back %d blocks to block %d "
+            "(%d entities restored, %d removed, %d chains rewound) in %.2fs",
+            chain.chain_id,
+            fork,
+            max(0, fork - 1 - target),
+            target,
+            result.restored,
+            result.removed,
+            len(plan.progress),
+            time.perf_counter() - started,
+        )
+
+    async def _find_target(self, chain: ChainState, fork: int) -> int:
+        """The highest known block below the fork whose hash the node still has."""
+        known = sorted((n for n in chain.hashes if n < fork), reverse=True)
+        step = 50
+        for start in range(0, len(known), step):
+            numbers = known[start : start + step]
+            headers = await chain.source.headers(numbers)  # type: ignore[attr-defined]
+            for number in numbers:
+                header = headers.get(number)
+                if header is not None and header.hash == chain.hashes[number]:
+                    return number
+        raise ReorgTooDeep(
+            f"chain {chain.chain_id}: the chain forked at block {fork}, deeper than every block "
+            f"evmflow keeps (max_reorg_depth {chain.config.max_reorg_depth}): no stored block "
+            "hash matches the node. Nothing was rolled back or rewritten. Fix: if the node is "
+            "right, reindex with 'evmflow run --reset' (and consider a larger max_reorg_depth); "
+            "if the node is wrong, point the chain at another one"
+        )
 
     def _decode(self, chain: ChainState, logs: list, page: Page, events: list[Event]) -> int:
         started = time.perf_counter()

@@ -25,7 +25,7 @@ from typing import Any
 from .entities import Entity
 from .errors import EntityError
 from .schema import EntitySpec
-from .storage.base import ChainProgress, Commit
+from .storage.base import ChainProgress, Checkpoint, Commit
 
 # get_where operators, evaluated on stored Python values.
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
@@ -61,12 +61,25 @@ class Batch:
     first_checkpoint: int = 0
     last_checkpoint: int = 0
     description: str = ""
+    # Filled only for batches inside a reorg window (see storage.base.Commit).
+    in_window: bool = False
+    history: dict[str, dict[tuple[str, int], tuple | None]] = field(default_factory=dict)
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    window_floor: dict[int, int] = field(default_factory=dict)
 
     def size(self) -> int:
         return sum(len(c) for c in self.changes.values())
 
     def to_commit(self) -> Commit:
-        return Commit(self.changes, self.chains, self.last_checkpoint, self.description)
+        return Commit(
+            self.changes,
+            self.chains,
+            self.last_checkpoint,
+            self.description,
+            self.history,
+            self.checkpoints,
+            self.window_floor,
+        )
 
 
 class Table:
@@ -102,6 +115,11 @@ class Table:
         if entity_id not in changes:
             self.store.uncommitted += 1
         changes[entity_id] = row
+        if batch.in_window:
+            versions = batch.history.get(self.name)
+            if versions is None:
+                versions = batch.history[self.name] = {}
+            versions[(entity_id, checkpoint)] = row
 
     def _index(self, entity_id: str, row: tuple) -> None:
         for i, by_value in self.indexes.items():
@@ -254,3 +272,13 @@ class Store:
     def evict(self) -> None:
         for table in self.tables.values():
             table.evict()
+
+    def clear(self) -> None:
+        """Forget everything (after a rollback rewrote the database). Needs no pending batch."""
+        assert not self.pending, "clear() needs the writer drained"
+        for table in self.tables.values():
+            table.entries.clear()
+            table.dirty.clear()
+            table.indexes.clear()
+            table.where_memo.clear()
+        self.uncommitted = 0

@@ -103,7 +103,13 @@ class Writer:
                 self._wake.clear()
                 await self._wake.wait()
             self.idle_seconds += time.perf_counter() - idle_since
-            batches = list(self.queue)
+            # Group commit, but never across the start of a reorg window: a merged commit is
+            # either all history-free backfill or all inside the window.
+            batches = [self.queue[0]]
+            for later in self.queue[1:]:
+                if later.in_window != batches[0].in_window:
+                    break
+                batches.append(later)
             commit = _merge(batches)
             try:
                 if self.before_commit is not None:

@@ -336,6 +336,31 @@ class RpcSource:
 
     # --- ranges -------------------------------------------------------------------------------
 
+    async def headers(self, numbers: list[int]) -> dict[int, BlockHeader]:
+        """Fresh headers of the given blocks (the reorg check asks again for known ones).
+
+        A block the node does not have (a chain that got shorter in a reorg) is left out.
+        """
+        attempt = 0
+        while True:
+            try:
+                found: dict[int, BlockHeader] = {}
+                for number in numbers:
+                    try:
+                        raw = await self._get_headers([number])
+                    except _BehindHead:
+                        continue
+                    found[number] = BlockHeader.from_rpc(raw[number])
+                return found
+            except _Inconsistent as exc:
+                attempt += 1
+                if attempt > self._consistency_retries:
+                    raise SourceError(
+                        f"chain {self.chain_id}: headers of blocks {numbers[0]}-{numbers[-1]} "
+                        f"kept coming back inconsistent ({exc})"
+                    ) from exc
+                await asyncio.sleep(self._backoff(attempt))
+
     async def _fetch_range(self, first: int, last: int, filters: list[_Filter]) -> list[Page]:
         pages: list[Page] = []
         start = first

@@ -6,7 +6,11 @@ Tables, all in one database (or PostgreSQL schema):
 - ``_evmflow_meta`` (key, value): format version, schema and config fingerprints, the last
   checkpoint id handed out, the entity tables this index owns;
 - ``_evmflow_chains``: per chain, the highest block whose events are all committed and the
-  number of events handled.
+  number of events handled;
+- inside each chain's reorg window only: ``_evmflow_checkpoints`` (id, chain, block, block hash,
+  events before the block) and per entity ``_evmflow_history_<Entity>``: the entity's version
+  after each checkpoint that changed it (``deleted`` marks a delete), plus one baseline row at
+  checkpoint 0 holding the version from before its first change in the window.
 
 A commit writes entity upserts and deletes, chain progress and the checkpoint counter in one
 transaction, so a reader or a restarted indexer sees every batch whole or not at all.
@@ -26,6 +30,12 @@ from ..schema import EntitySpec, FieldSpec, SchemaSpec
 FORMAT_VERSION = "1"
 META_TABLE = "_evmflow_meta"
 CHAINS_TABLE = "_evmflow_chains"
+CHECKPOINTS_TABLE = "_evmflow_checkpoints"
+
+
+def history_table(entity: str) -> str:
+    return quote("_evmflow_history_" + entity)
+
 
 # Operators accepted by ``get_where``: keyword suffix -> SQL operator.
 OPERATORS = {"eq": "=", "in": "IN", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
@@ -55,12 +65,30 @@ class ChainProgress:
     events: int = 0
 
 
+@dataclass(slots=True, frozen=True)
+class Checkpoint:
+    """A (chain, block) inside the reorg window, with the hash it had when indexed."""
+
+    id: int
+    chain_id: int
+    block: int
+    block_hash: str
+    events_before: int  # the chain's event count before this block
+
+
 @dataclass(slots=True)
 class IndexState:
     """What a database holds when the indexer starts."""
 
     chains: dict[int, ChainProgress]
     last_checkpoint: int
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class RollbackResult:
+    restored: int = 0  # entities given back an earlier version
+    removed: int = 0  # entities that did not exist at the target
 
 
 @dataclass(slots=True)
@@ -74,8 +102,21 @@ class Commit:
     chains: dict[int, ChainProgress] = field(default_factory=dict)
     last_checkpoint: int = 0
     description: str = ""
+    # Inside the reorg window: every version by (id, checkpoint), the checkpoints' blocks,
+    # and per chain the block at and below which history is no longer needed.
+    history: dict[str, dict[tuple[str, int], tuple | None]] = field(default_factory=dict)
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    window_floor: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def in_window(self) -> bool:
+        return bool(self.checkpoints)
 
     def merge(self, later: Commit) -> None:
+        for entity, versions in later.history.items():
+            self.history.setdefault(entity, {}).update(versions)
+        self.checkpoints += later.checkpoints
+        self.window_floor.update(later.window_floor)
         for entity, rows in later.changes.items():
             mine = self.changes.get(entity)
             if mine is None:
@@ -161,6 +202,17 @@ class Storage(ABC):
     @abstractmethod
     async def commit(self, commit: Commit) -> None:
         """Write one commit in one transaction."""
+
+    @abstractmethod
+    async def rollback(
+        self, target_checkpoint: int, chains: dict[int, ChainProgress]
+    ) -> RollbackResult:
+        """Undo every change after ``target_checkpoint`` and set chain progress, in one
+        transaction."""
+
+    @abstractmethod
+    async def count_history(self) -> int:
+        """History rows stored, over every entity (for tests and benchmarks)."""
 
     @abstractmethod
     async def read_table(self, entity: str) -> list[tuple]:

@@ -20,13 +20,17 @@ import asyncpg
 from ..schema import SchemaSpec
 from .base import (
     CHAINS_TABLE,
+    CHECKPOINTS_TABLE,
     FORMAT_VERSION,
     META_TABLE,
     OPERATORS,
     ChainProgress,
+    Checkpoint,
     Commit,
     IndexState,
+    RollbackResult,
     Storage,
+    history_table,
     mismatch_error,
     quote,
     schema_fingerprint,
@@ -115,7 +119,9 @@ class PostgresStorage(Storage):
                 owned = json.loads(meta.get("tables", "[]"))
                 for table in set(owned) | set(self.layouts):
                     await db.execute(f"DROP TABLE IF EXISTS {quote(table)} CASCADE")
+                    await db.execute(f"DROP TABLE IF EXISTS {history_table(table)}")
                 await db.execute(f"DROP TABLE IF EXISTS {CHAINS_TABLE}")
+                await db.execute(f"DROP TABLE IF EXISTS {CHECKPOINTS_TABLE}")
                 await db.execute(f"DELETE FROM {META_TABLE}")
                 meta = {}
             self._check_meta(meta, config_fingerprint)
@@ -144,8 +150,15 @@ class PostgresStorage(Storage):
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 list(values.items()),
             )
+            checkpoints = [
+                Checkpoint(r[0], r[1], r[2], r[3], r[4])
+                for r in await db.fetch(
+                    f"SELECT id, chain_id, block, hash, events_before FROM {CHECKPOINTS_TABLE} "
+                    "ORDER BY id"
+                )
+            ]
         await self._create_staging(db)
-        return IndexState(stored, int(values["last_checkpoint"]))
+        return IndexState(stored, int(values["last_checkpoint"]), checkpoints)
 
     def _check_meta(self, meta: dict[str, str], config_fingerprint: str) -> None:
         if not meta:
@@ -170,7 +183,19 @@ class PostgresStorage(Storage):
             f"CREATE TABLE IF NOT EXISTS {CHAINS_TABLE} "
             "(chain_id BIGINT PRIMARY KEY, block BIGINT NOT NULL, events BIGINT NOT NULL)"
         )
+        await db.execute(
+            f"CREATE TABLE IF NOT EXISTS {CHECKPOINTS_TABLE} (id BIGINT PRIMARY KEY, "
+            "chain_id BIGINT NOT NULL, block BIGINT NOT NULL, hash TEXT NOT NULL, "
+            "events_before BIGINT NOT NULL)"
+        )
         for name, lay in self.layouts.items():
+            history_cols = ", ".join(
+                f"{c} {t}" for c, t in zip(lay.columns, self._sql_types[name], strict=True)
+            )
+            await db.execute(
+                f"CREATE TABLE IF NOT EXISTS {history_table(name)} (checkpoint BIGINT NOT NULL, "
+                f'deleted BOOLEAN NOT NULL, {history_cols}, PRIMARY KEY ("id", checkpoint))'
+            )
             cols = []
             for f, col, sql_type in zip(
                 lay.fields, lay.columns, self._sql_types[name], strict=True
@@ -238,6 +263,8 @@ class PostgresStorage(Storage):
         db = self._writer
         assert db is not None
         async with db.transaction():
+            if commit.in_window:
+                await self._write_history(db, commit)
             for entity, rows in commit.changes.items():
                 lay = self.layouts[entity]
                 deletes = [i for i, r in rows.items() if r is None]
@@ -292,3 +319,111 @@ class PostgresStorage(Storage):
             f"SELECT * FROM unnest({params}) {self._conflict_clause(entity)}",
             *arrays,
         )
+
+    # -- reorg window ------------------------------------------------------------------------
+
+    async def _write_history(self, db: asyncpg.Connection, commit: Commit) -> None:
+        for entity, versions in commit.history.items():
+            lay = self.layouts[entity]
+            table = history_table(entity)
+            cols = ", ".join(lay.columns)
+            ids = sorted({entity_id for entity_id, _ in versions})
+            # The version from before the window, for ids the window has not seen yet.
+            await db.execute(
+                f"INSERT INTO {table} (checkpoint, deleted, {cols}) SELECT 0, false, {cols} "
+                f'FROM {lay.table} t WHERE t."id" = ANY($1::text[]) AND NOT EXISTS '
+                f'(SELECT 1 FROM {table} h WHERE h."id" = t."id")',
+                ids,
+            )
+            convert = self._to_db[entity]
+            blank = (None,) * (len(lay.columns) - 1)
+            rows = []
+            for (entity_id, checkpoint), row in versions.items():
+                if row is None:
+                    rows.append((checkpoint, True, entity_id, *blank))
+                else:
+                    rows.append((checkpoint, False, *(convert(row) if convert else row)))
+            await db.copy_records_to_table(
+                "_evmflow_history_" + entity,
+                records=rows,
+                columns=["checkpoint", "deleted", *(f.name for f in lay.fields)],
+            )
+        await db.executemany(
+            f"INSERT INTO {CHECKPOINTS_TABLE} (id, chain_id, block, hash, events_before) "
+            "VALUES ($1, $2, $3, $4, $5)",
+            [
+                (c.id, c.chain_id, c.block, c.block_hash, c.events_before)
+                for c in commit.checkpoints
+            ],
+        )
+        if commit.window_floor:
+            await self._prune(db, commit.window_floor, commit.last_checkpoint)
+
+    async def _prune(
+        self, db: asyncpg.Connection, floor: dict[int, int], last_checkpoint: int
+    ) -> None:
+        """Forget what no reorg can reach any more (inside the writer's transaction)."""
+        await db.executemany(
+            f"DELETE FROM {CHECKPOINTS_TABLE} WHERE chain_id = $1 AND block <= $2",
+            list(floor.items()),
+        )
+        lowest = await db.fetchval(f"SELECT MIN(id) FROM {CHECKPOINTS_TABLE}")
+        safe = lowest if lowest is not None else last_checkpoint + 1
+        for entity in self.layouts:
+            table = history_table(entity)
+            await db.execute(
+                f"DELETE FROM {table} d WHERE checkpoint < $1 AND checkpoint < "
+                f'(SELECT MAX(h.checkpoint) FROM {table} h WHERE h."id" = d."id" '
+                "AND h.checkpoint < $1)",
+                safe,
+            )
+            await db.execute(
+                f"DELETE FROM {table} d WHERE checkpoint < $1 AND NOT EXISTS "
+                f'(SELECT 1 FROM {table} h WHERE h."id" = d."id" AND h.checkpoint >= $1)',
+                safe,
+            )
+
+    async def rollback(
+        self, target_checkpoint: int, chains: dict[int, ChainProgress]
+    ) -> RollbackResult:
+        db = self._writer
+        assert db is not None
+        result = RollbackResult()
+        async with db.transaction():
+            for entity, lay in self.layouts.items():
+                table = history_table(entity)
+                cols = ", ".join(lay.columns)
+                versions = await db.fetch(
+                    f'SELECT DISTINCT ON ("id") deleted, {cols} FROM {table} '
+                    f'WHERE "id" IN (SELECT "id" FROM {table} WHERE checkpoint > $1) '
+                    'AND checkpoint <= $1 ORDER BY "id", checkpoint DESC',
+                    target_checkpoint,
+                )
+                changed = await db.fetch(
+                    f'SELECT DISTINCT "id" FROM {table} WHERE checkpoint > $1', target_checkpoint
+                )
+                restore = [tuple(v)[1:] for v in versions if not v["deleted"]]
+                keep = {r[0] for r in restore}
+                remove = [r["id"] for r in changed if r["id"] not in keep]
+                if remove:
+                    await db.execute(
+                        f'DELETE FROM {lay.table} WHERE "id" = ANY($1::text[])', remove
+                    )
+                if restore:
+                    await self._upsert_copy(db, entity, restore)
+                result.restored += len(restore)
+                result.removed += len(remove)
+                await db.execute(f"DELETE FROM {table} WHERE checkpoint > $1", target_checkpoint)
+            await db.execute(f"DELETE FROM {CHECKPOINTS_TABLE} WHERE id > $1", target_checkpoint)
+            await db.executemany(
+                f"UPDATE {CHAINS_TABLE} SET block = $1, events = $2 WHERE chain_id = $3",
+                [(p.block, p.events, cid) for cid, p in chains.items()],
+            )
+        return result
+
+    async def count_history(self) -> int:
+        assert self._reader is not None
+        total = 0
+        for entity in self.layouts:
+            total += await self._reader.fetchval(f"SELECT COUNT(*) FROM {history_table(entity)}")
+        return total

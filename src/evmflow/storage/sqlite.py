@@ -23,13 +23,17 @@ from typing import Any
 from ..schema import SchemaSpec
 from .base import (
     CHAINS_TABLE,
+    CHECKPOINTS_TABLE,
     FORMAT_VERSION,
     META_TABLE,
     OPERATORS,
     ChainProgress,
+    Checkpoint,
     Commit,
     IndexState,
+    RollbackResult,
     Storage,
+    history_table,
     mismatch_error,
     quote,
     schema_fingerprint,
@@ -133,7 +137,9 @@ class SqliteStorage(Storage):
                 owned = json.loads(meta.get("tables", "[]"))
                 for table in set(owned) | set(self.layouts):
                     db.execute(f"DROP TABLE IF EXISTS {quote(table)}")
+                    db.execute(f"DROP TABLE IF EXISTS {history_table(table)}")
                 db.execute(f"DROP TABLE IF EXISTS {CHAINS_TABLE}")
+                db.execute(f"DROP TABLE IF EXISTS {CHECKPOINTS_TABLE}")
                 db.execute(f"DELETE FROM {META_TABLE}")
                 meta = {}
             self._check_meta(meta, config_fingerprint)
@@ -163,11 +169,18 @@ class SqliteStorage(Storage):
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 list(values.items()),
             )
+            checkpoints = [
+                Checkpoint(*row)
+                for row in db.execute(
+                    f"SELECT id, chain_id, block, hash, events_before FROM {CHECKPOINTS_TABLE} "
+                    "ORDER BY id"
+                )
+            ]
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return IndexState(stored_chains, int(values["last_checkpoint"]))
+        return IndexState(stored_chains, int(values["last_checkpoint"]), checkpoints)
 
     def _check_meta(self, meta: dict[str, str], config_fingerprint: str) -> None:
         if not meta:
@@ -192,7 +205,18 @@ class SqliteStorage(Storage):
             f"CREATE TABLE IF NOT EXISTS {CHAINS_TABLE} "
             "(chain_id INTEGER PRIMARY KEY, block INTEGER NOT NULL, events INTEGER NOT NULL)"
         )
+        db.execute(
+            f"CREATE TABLE IF NOT EXISTS {CHECKPOINTS_TABLE} (id INTEGER PRIMARY KEY, "
+            "chain_id INTEGER NOT NULL, block INTEGER NOT NULL, hash TEXT NOT NULL, "
+            "events_before INTEGER NOT NULL)"
+        )
         for name, lay in self.layouts.items():
+            types = [column_type(f, SQLITE_TYPES, "TEXT") for f in lay.fields]
+            history_cols = ", ".join(f"{c} {t}" for c, t in zip(lay.columns, types, strict=True))
+            db.execute(
+                f"CREATE TABLE IF NOT EXISTS {history_table(name)} (checkpoint INTEGER NOT NULL, "
+                f'deleted INTEGER NOT NULL, {history_cols}, PRIMARY KEY ("id", checkpoint))'
+            )
             cols = []
             for f, col in zip(lay.fields, lay.columns, strict=True):
                 sql_type = column_type(f, SQLITE_TYPES, "TEXT")
@@ -260,6 +284,8 @@ class SqliteStorage(Storage):
         assert db is not None
         db.execute("BEGIN IMMEDIATE")
         try:
+            if commit.in_window:
+                self._write_history(db, commit)
             for entity, rows in commit.changes.items():
                 upserts = [r for r in rows.values() if r is not None]
                 deletes = [(i,) for i, r in rows.items() if r is None]
@@ -282,3 +308,118 @@ class SqliteStorage(Storage):
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    # -- reorg window ------------------------------------------------------------------------
+
+    def _write_history(self, db: sqlite3.Connection, commit: Commit) -> None:
+        for entity, versions in commit.history.items():
+            lay = self.layouts[entity]
+            table = history_table(entity)
+            cols = ", ".join(lay.columns)
+            ids = {entity_id for entity_id, _ in versions}
+            # The version from before the window, for ids the window has not seen yet.
+            db.executemany(
+                f"INSERT INTO {table} (checkpoint, deleted, {cols}) SELECT 0, 0, {cols} "
+                f'FROM {lay.table} WHERE "id" = ? AND NOT EXISTS '
+                f'(SELECT 1 FROM {table} WHERE "id" = ?)',
+                [(i, i) for i in ids],
+            )
+            convert = self._to_db[entity]
+            blank = (None,) * (len(lay.columns) - 1)
+            rows = []
+            for (entity_id, checkpoint), row in versions.items():
+                if row is None:
+                    rows.append((checkpoint, 1, entity_id, *blank))
+                else:
+                    rows.append((checkpoint, 0, *(convert(row) if convert else row)))
+            marks = ", ".join("?" for _ in range(len(lay.columns) + 2))
+            db.executemany(
+                f"INSERT INTO {table} (checkpoint, deleted, {cols}) VALUES ({marks})", rows
+            )
+        db.executemany(
+            f"INSERT INTO {CHECKPOINTS_TABLE} (id, chain_id, block, hash, events_before) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [
+                (c.id, c.chain_id, c.block, c.block_hash, c.events_before)
+                for c in commit.checkpoints
+            ],
+        )
+        if commit.window_floor:
+            self._prune(db, commit.window_floor, commit.last_checkpoint)
+
+    def _prune(self, db: sqlite3.Connection, floor: dict[int, int], last_checkpoint: int) -> None:
+        """Forget what no reorg can reach any more. Runs inside the writer's transaction, so
+        never beside another write to the same tables."""
+        db.executemany(
+            f"DELETE FROM {CHECKPOINTS_TABLE} WHERE chain_id = ? AND block <= ?",
+            list(floor.items()),
+        )
+        (lowest,) = db.execute(f"SELECT MIN(id) FROM {CHECKPOINTS_TABLE}").fetchone()
+        safe = lowest if lowest is not None else last_checkpoint + 1
+        for entity in self.layouts:
+            table = history_table(entity)
+            # Keep, per id, the newest version below the safe point (it is the baseline a
+            # rollback restores), unless nothing newer exists: then the entity table holds it.
+            db.execute(
+                f"DELETE FROM {table} WHERE checkpoint < ? AND checkpoint < "
+                f'(SELECT MAX(h.checkpoint) FROM {table} h WHERE h."id" = {table}."id" '
+                "AND h.checkpoint < ?)",
+                (safe, safe),
+            )
+            db.execute(
+                f"DELETE FROM {table} WHERE checkpoint < ? AND NOT EXISTS "
+                f'(SELECT 1 FROM {table} h WHERE h."id" = {table}."id" AND h.checkpoint >= ?)',
+                (safe, safe),
+            )
+
+    async def rollback(
+        self, target_checkpoint: int, chains: dict[int, ChainProgress]
+    ) -> RollbackResult:
+        return await self._in_thread(self._rollback, target_checkpoint, chains)
+
+    def _rollback(self, target: int, chains: dict[int, ChainProgress]) -> RollbackResult:
+        db = self._writer
+        assert db is not None
+        result = RollbackResult()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for entity, lay in self.layouts.items():
+                table = history_table(entity)
+                cols = ", ".join(lay.columns)
+                ids = [
+                    r[0]
+                    for r in db.execute(
+                        f'SELECT DISTINCT "id" FROM {table} WHERE checkpoint > ?', (target,)
+                    )
+                ]
+                for entity_id in ids:
+                    version = db.execute(
+                        f'SELECT deleted, {cols} FROM {table} WHERE "id" = ? AND checkpoint <= ? '
+                        "ORDER BY checkpoint DESC LIMIT 1",
+                        (entity_id, target),
+                    ).fetchone()
+                    if version is None or version[0]:
+                        db.execute(self._delete_sql[entity], (entity_id,))
+                        result.removed += 1
+                    else:
+                        db.execute(self._upsert_sql[entity], version[1:])
+                        result.restored += 1
+                db.execute(f"DELETE FROM {table} WHERE checkpoint > ?", (target,))
+            db.execute(f"DELETE FROM {CHECKPOINTS_TABLE} WHERE id > ?", (target,))
+            db.executemany(
+                f"UPDATE {CHAINS_TABLE} SET block = ?, events = ? WHERE chain_id = ?",
+                [(p.block, p.events, cid) for cid, p in chains.items()],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return result
+
+    async def count_history(self) -> int:
+        assert self._reader is not None
+        total = 0
+        for entity in self.layouts:
+            (n,) = self._reader.execute(f"SELECT COUNT(*) FROM {history_table(entity)}").fetchone()
+            total += n
+        return total
