@@ -160,10 +160,6 @@ def query_names(entity: str) -> tuple[str, str]:
 # -- per-request loading -----------------------------------------------------------------------
 
 
-class IndexNotCreated(gql.GraphQLError):
-    pass
-
-
 class Loader:
     """Gathers the loads that GraphQL's resolvers ask for concurrently into one SELECT each."""
 
@@ -179,16 +175,7 @@ class Loader:
         self._flush_task: asyncio.Task | None = None
 
     async def fetch(self, sql: str, params: list[Any]) -> list[tuple]:
-        try:
-            return await self.snapshot.fetch(sql, params)
-        except Exception as exc:
-            text = str(exc)
-            if "no such table" in text or "does not exist" in text and "relation" in text:
-                raise IndexNotCreated(
-                    "the index has no tables yet: run the indexer (evmflow run) on this "
-                    "database first"
-                ) from exc
-            raise
+        return await self.snapshot.fetch(sql, params)
 
     def _schedule(self) -> None:
         if self._flush_task is None:

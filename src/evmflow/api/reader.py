@@ -24,12 +24,30 @@ from ..storage.base import quote
 POOL_SIZE = 4
 
 
+class IndexNotCreated(Exception):
+    """The database has no index tables (yet)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the database holds no index yet: run the indexer (evmflow run) on it first"
+        )
+
+
 class Snapshot:
     """One request's read transaction."""
 
     dialect: str
 
     async def fetch(self, sql: str, params: list[Any]) -> list[tuple]:
+        try:
+            return await self._fetch_rows(sql, params)
+        except Exception as exc:
+            text = str(exc)
+            if "no such table" in text or ("relation" in text and "does not exist" in text):
+                raise IndexNotCreated() from exc
+            raise
+
+    async def _fetch_rows(self, sql: str, params: list[Any]) -> list[tuple]:
         raise NotImplementedError
 
 
@@ -58,7 +76,7 @@ class _SqliteSnapshot(Snapshot):
     def _fetch(self, sql: str, params: list[Any]) -> list[tuple]:
         return self.conn.execute(sql, params).fetchall()
 
-    async def fetch(self, sql: str, params: list[Any]) -> list[tuple]:
+    async def _fetch_rows(self, sql: str, params: list[Any]) -> list[tuple]:
         async with self.lock:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self.thread, self._fetch, sql, params)
@@ -120,7 +138,7 @@ class _PostgresSnapshot(Snapshot):
         self.conn = conn
         self.lock = asyncio.Lock()
 
-    async def fetch(self, sql: str, params: list[Any]) -> list[tuple]:
+    async def _fetch_rows(self, sql: str, params: list[Any]) -> list[tuple]:
         async with self.lock:
             records = await self.conn.fetch(sql, *params)
         return [tuple(r) for r in records]
