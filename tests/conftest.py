@@ -65,15 +65,16 @@ def run_evmflow(*args: str | Path, timeout: float = 120) -> subprocess.Completed
     )
 
 
-def start_evmflow(*args: str | Path) -> subprocess.Popen[bytes]:
-    """Start ``evmflow ARGS`` in the background (output discarded)."""
-    return subprocess.Popen(
-        evmflow_command(*(str(a) for a in args)),
-        env=evmflow_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def start_evmflow(*args: str | Path, output: Path) -> subprocess.Popen[bytes]:
+    """Start ``evmflow ARGS`` in the background, its stdout and stderr going to ``output``."""
+    with open(output, "wb") as sink:
+        return subprocess.Popen(
+            evmflow_command(*(str(a) for a in args)),
+            env=evmflow_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def assert_ran(result: subprocess.CompletedProcess[str]) -> None:
@@ -350,3 +351,14 @@ def assert_erc20_index(actual: Erc20Index, expected: Erc20Index) -> None:
 def chain_progress(dump: Dump) -> dict[int, tuple[int, int]]:
     """chain id -> (committed block, events) from a dump's progress table."""
     return {int(r[0]): (int(r[1]), int(r[2])) for r in dump.get("_evmflow_chains", [])}
+
+
+def wipe_db(url: str) -> None:
+    """Make ``url`` an empty database again: delete the SQLite file, or drop the schema."""
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return
+    _, schema = _pg_dsn_and_schema(url)
+    _run_async(_pg_execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
