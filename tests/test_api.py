@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from evmflow.api import MAX_ALIASES, MAX_DEPTH, MAX_FIRST, create_app, make_server, serve
+from evmflow.api import MAX_ALIASES, MAX_DEPTH, MAX_FIRST, MAX_ROWS, create_app, make_server, serve
 from evmflow.engine import Indexer
 from tests.conftest import (
     EXAMPLE_DIR,
@@ -174,9 +174,7 @@ async def test_unknown_id_answers_null(server: str) -> None:
 # -- filters -----------------------------------------------------------------------------------
 
 
-async def test_bigint_filters_compare_numbers_not_text(
-    server: str, expected: Erc20Index
-) -> None:
+async def test_bigint_filters_compare_numbers_not_text(server: str, expected: Erc20Index) -> None:
     volumes = sorted(volume for _, _, volume in expected.tokens.values())
     threshold = volumes[len(volumes) // 2]
     others = [volumes[0], volumes[-1], 10**30 + 7]
@@ -266,8 +264,7 @@ async def test_or_and_nested_filters(server: str, expected: Erc20Index) -> None:
     # Accounts of tokens with more than 200 transfers, through the reference.
     data = await data_of(
         server,
-        "{ accounts(first: 1000, where: {token_: {transfers_gt: 200}, transfers_gt: 3}) "
-        "{ id } }",
+        "{ accounts(first: 1000, where: {token_: {transfers_gt: 200}, transfers_gt: 3}) { id } }",
     )
     busy = {t for t, n, _ in expected.tokens.values() if n > 200}
     want = {a[0] for a in expected.accounts.values() if a[1] in busy and a[4] > 3}
@@ -288,9 +285,7 @@ async def test_order_by_bigint_sorts_numerically(server: str, expected: Erc20Ind
         want = sorted(expected.tokens.values(), key=lambda t: (t[2], t[0]))
         if direction == "desc":
             want.reverse()
-        assert [(r["id"], r["volume"]) for r in data["tokens"]] == [
-            (t[0], str(t[2])) for t in want
-        ]
+        assert [(r["id"], r["volume"]) for r in data["tokens"]] == [(t[0], str(t[2])) for t in want]
     as_text = sorted(expected.tokens.values(), key=lambda t: (str(t[2]), t[0]))
     assert as_text != sorted(expected.tokens.values(), key=lambda t: (t[2], t[0]))
 
@@ -406,6 +401,20 @@ async def test_a_query_nested_too_deep_is_refused(server: str) -> None:
             }
         ]
     }
+
+
+async def test_nested_pages_that_multiply_past_the_row_limit_are_refused(server: str) -> None:
+    # 1000 tokens, then 1000 accounts of each: 1,001,000 rows, though each page is allowed.
+    status, answer = await ask(
+        server,
+        "query($n: Int) { tokens(first: 1000) { accounts(first: $n) { id } } }",
+        {"n": 1000},
+    )
+    assert status == 400
+    assert answer["errors"][0]["message"] == (
+        f"the query may load 1,001,000 rows; the limit is {MAX_ROWS:,}. Ask for smaller "
+        "pages (first) in nested lists, or split the query."
+    )
 
 
 async def test_too_many_aliases_are_refused(server: str) -> None:

@@ -43,8 +43,11 @@ async def test_metrics_count_the_indexed_events_and_ready_turns_200_at_the_end(
     tmp_path: Path,
 ) -> None:
     transfers = erc20_transfers(
-        Path(f"{ARCHIVE}.logs.jsonl.gz"), Path(f"{ARCHIVE}.blocks.jsonl.gz"), 1,
-        START_BLOCK, END_BLOCK,
+        Path(f"{ARCHIVE}.logs.jsonl.gz"),
+        Path(f"{ARCHIVE}.blocks.jsonl.gz"),
+        1,
+        START_BLOCK,
+        END_BLOCK,
     )
     url = f"sqlite:///{tmp_path / 'index.db'}"
     sock = socket.socket()

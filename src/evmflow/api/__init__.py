@@ -16,13 +16,14 @@ from typing import Any
 from ..project import Project
 from .app import create_app
 from .graph import DEFAULT_FIRST, MAX_FIRST, build_graphql_schema, query_names
-from .limits import MAX_ALIASES, MAX_DEPTH
+from .limits import MAX_ALIASES, MAX_DEPTH, MAX_ROWS
 
 __all__ = [
     "DEFAULT_FIRST",
     "MAX_ALIASES",
     "MAX_DEPTH",
     "MAX_FIRST",
+    "MAX_ROWS",
     "build_graphql_schema",
     "create_app",
     "make_server",

@@ -30,7 +30,7 @@ from ..project import Project, load_project
 from ..storage.base import CHAINS_TABLE
 from .graph import Loader, RequestContext, build_graphql_schema, query_names
 from .health import chain_statuses, index_ready
-from .limits import check_limits
+from .limits import check_limits, check_rows
 from .reader import Snapshot, open_reader
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,8 @@ class QueryService:
         refused = check_limits(document)
         if not refused:
             refused = gql.validate(self.schema, document)
+        if not refused:
+            refused = check_rows(self.schema, document, variables, operation)
         if refused:
             return 400, {"errors": [e.formatted for e in refused]}
 
@@ -149,7 +151,7 @@ def create_app(
             try:
                 body = await request.json()
             except ValueError:
-                return _bad_request("the body is not JSON; send {\"query\": \"...\"}")
+                return _bad_request('the body is not JSON; send {"query": "..."}')
             if not isinstance(body, dict) or not isinstance(body.get("query"), str):
                 return _bad_request("send a JSON object with a 'query' string")
             query = body["query"]

@@ -45,7 +45,7 @@ EQUALITY_OPS = ("not", "in", "not_in")
 
 def _parse_bigint(value: Any) -> int:
     if isinstance(value, bool):
-        raise gql.GraphQLError("BigInt takes a decimal string such as \"1000\", not a boolean")
+        raise gql.GraphQLError('BigInt takes a decimal string such as "1000", not a boolean')
     if isinstance(value, int):
         return value
     if isinstance(value, str):
@@ -53,7 +53,7 @@ def _parse_bigint(value: Any) -> int:
             return int(value, 10)
         except ValueError:
             pass
-    raise gql.GraphQLError(f"BigInt takes a decimal integer string such as \"1000\"; got {value!r}")
+    raise gql.GraphQLError(f'BigInt takes a decimal integer string such as "1000"; got {value!r}')
 
 
 def _parse_bigdecimal(value: Any) -> Decimal:
@@ -64,7 +64,7 @@ def _parse_bigdecimal(value: Any) -> Decimal:
             number = Decimal("NaN")
         if number.is_finite():
             return number
-    raise gql.GraphQLError(f"BigDecimal takes a decimal string such as \"1.5\"; got {value!r}")
+    raise gql.GraphQLError(f'BigDecimal takes a decimal string such as "1.5"; got {value!r}')
 
 
 def _parse_bytes(value: Any) -> str:
@@ -82,7 +82,7 @@ def _parse_timestamp(value: Any) -> datetime:
         except ValueError:
             pass
     raise gql.GraphQLError(
-        "Timestamp takes an ISO 8601 string such as \"2023-07-13T17:38:11Z\" "
+        'Timestamp takes an ISO 8601 string such as "2023-07-13T17:38:11Z" '
         f"or Unix seconds; got {value!r}"
     )
 
@@ -96,7 +96,10 @@ def _scalar(name: str, description: str, parse: Any, literal_kinds: tuple) -> gq
         return parse(node.value)
 
     return gql.GraphQLScalarType(
-        name, serialize=str, parse_value=parse, parse_literal=parse_literal,
+        name,
+        serialize=str,
+        parse_value=parse,
+        parse_literal=parse_literal,
         description=description,
     )
 
@@ -117,11 +120,17 @@ BytesType = _scalar("Bytes", "Bytes as a 0x-prefixed lowercase hex string.", _pa
 TimestampType = _scalar(
     "Timestamp", "A moment as an ISO 8601 string in UTC.", _parse_timestamp, _NUMBERY
 )
+
+
+def _json_literal(node: gql.ValueNode, variables: dict[str, Any] | None = None) -> Any:
+    return value_from_ast_untyped(node, variables)
+
+
 JsonType = gql.GraphQLScalarType(
     "Json",
     serialize=lambda v: v,
     parse_value=lambda v: v,
-    parse_literal=lambda node, variables=None: value_from_ast_untyped(node, variables),
+    parse_literal=_json_literal,
     description="Any JSON value.",
 )
 
@@ -378,9 +387,7 @@ class GraphBuilder:
 
     def order_type(self, entity: EntitySpec) -> gql.GraphQLEnumType:
         values = {
-            f.name: f.name
-            for f in entity.stored_fields
-            if not f.is_list and f.type_name != "Json"
+            f.name: f.name for f in entity.stored_fields if not f.is_list and f.type_name != "Json"
         }
         return gql.GraphQLEnumType(f"{entity.name}_orderBy", values)
 
@@ -390,7 +397,8 @@ class GraphBuilder:
             "orderBy": gql.GraphQLArgument(self.orders[name]),
             "orderDirection": gql.GraphQLArgument(OrderDirection),
             "first": gql.GraphQLArgument(
-                gql.GraphQLInt, default_value=DEFAULT_FIRST,
+                gql.GraphQLInt,
+                default_value=DEFAULT_FIRST,
                 description=f"Page size, at most {MAX_FIRST}.",
             ),
             "skip": gql.GraphQLArgument(gql.GraphQLInt, default_value=0),
@@ -463,8 +471,12 @@ ChainMetaType = gql.GraphQLObjectType(
     },
 )
 MetaType = gql.GraphQLObjectType(
-    "_Meta_", {"chains": gql.GraphQLField(gql.GraphQLNonNull(gql.GraphQLList(
-        gql.GraphQLNonNull(ChainMetaType))))}
+    "_Meta_",
+    {
+        "chains": gql.GraphQLField(
+            gql.GraphQLNonNull(gql.GraphQLList(gql.GraphQLNonNull(ChainMetaType)))
+        )
+    },
 )
 
 
@@ -493,8 +505,15 @@ def _resolve_derived(f: FieldSpec) -> Any:
     async def resolve(parent: dict, info: gql.GraphQLResolveInfo, **args: Any) -> Any:
         page = _page_args(args)
         live = (f.type_name, f.derived_from, page)
-        key = (f.type_name, f.derived_from, _freeze(page.where), page.order_by, page.desc,
-               page.first, page.skip)
+        key = (
+            f.type_name,
+            f.derived_from,
+            _freeze(page.where),
+            page.order_by,
+            page.desc,
+            page.first,
+            page.skip,
+        )
         return await info.context.loader.derived(key, live, parent["id"])
 
     return resolve

@@ -56,56 +56,105 @@ class IndexerCollector(Collector):
         rows = [
             ("counter", "evmflow_events", "Events handled by this process.", m.events),
             ("counter", "evmflow_batches", "Batches processed by this process.", m.batches),
-            ("gauge", "evmflow_events_per_second",
-             "Events handled per second since this process started indexing.",
-             m.events / elapsed if elapsed > 0 else 0.0),
+            (
+                "gauge",
+                "evmflow_events_per_second",
+                "Events handled per second since this process started indexing.",
+                m.events / elapsed if elapsed > 0 else 0.0,
+            ),
             ("gauge", "evmflow_batch_events", "Events in the last batch.", m.last_batch_events),
-            ("gauge", "evmflow_batch_size_limit", "Most events in one batch.",
-             indexer.batch_size),
-            ("counter", "evmflow_decode_seconds", "Seconds spent decoding logs.",
-             m.decode_seconds),
-            ("counter", "evmflow_preload_seconds", "Seconds spent in the preload phase.",
-             m.preload_seconds),
-            ("counter", "evmflow_handler_seconds", "Seconds spent running handlers.",
-             m.handler_seconds),
-            ("gauge", "evmflow_last_batch_preload_seconds", "Preload seconds of the last batch.",
-             m.last_preload_seconds),
-            ("gauge", "evmflow_last_batch_handler_seconds", "Handler seconds of the last batch.",
-             m.last_handler_seconds),
-            ("counter", "evmflow_waited_on_writer_seconds",
-             "Seconds processing waited for the writer (backpressure, drains).",
-             m.waited_on_writer_seconds),
-            ("counter", "evmflow_reorgs", "Chain reorganisations detected.",
-             getattr(indexer, "reorgs", 0)),
-            ("counter", "evmflow_rollback_blocks", "Blocks rolled back after reorganisations.",
-             getattr(indexer, "rollback_blocks", 0)),
+            ("gauge", "evmflow_batch_size_limit", "Most events in one batch.", indexer.batch_size),
+            ("counter", "evmflow_decode_seconds", "Seconds spent decoding logs.", m.decode_seconds),
+            (
+                "counter",
+                "evmflow_preload_seconds",
+                "Seconds spent in the preload phase.",
+                m.preload_seconds,
+            ),
+            (
+                "counter",
+                "evmflow_handler_seconds",
+                "Seconds spent running handlers.",
+                m.handler_seconds,
+            ),
+            (
+                "gauge",
+                "evmflow_last_batch_preload_seconds",
+                "Preload seconds of the last batch.",
+                m.last_preload_seconds,
+            ),
+            (
+                "gauge",
+                "evmflow_last_batch_handler_seconds",
+                "Handler seconds of the last batch.",
+                m.last_handler_seconds,
+            ),
+            (
+                "counter",
+                "evmflow_waited_on_writer_seconds",
+                "Seconds processing waited for the writer (backpressure, drains).",
+                m.waited_on_writer_seconds,
+            ),
+            (
+                "counter",
+                "evmflow_reorgs",
+                "Chain reorganisations detected.",
+                getattr(indexer, "reorgs", 0),
+            ),
+            (
+                "counter",
+                "evmflow_rollback_blocks",
+                "Blocks rolled back after reorganisations.",
+                getattr(indexer, "rollback_blocks", 0),
+            ),
         ]
         writer = indexer.writer
         if writer is not None:
             rows += [
-                ("counter", "evmflow_commits", "Database transactions committed.",
-                 writer.commits),
-                ("counter", "evmflow_batches_committed", "Batches committed.",
-                 writer.batches_committed),
-                ("counter", "evmflow_commit_seconds", "Seconds spent committing.",
-                 writer.commit_seconds),
-                ("gauge", "evmflow_last_commit_seconds", "Seconds of the last commit.",
-                 writer.last_commit_seconds),
-                ("counter", "evmflow_writer_idle_seconds",
-                 "Seconds the writer had nothing to commit.", writer.idle_seconds),
-                ("gauge", "evmflow_writer_queue_batches", "Batches waiting for the writer.",
-                 writer.in_flight),
+                ("counter", "evmflow_commits", "Database transactions committed.", writer.commits),
+                (
+                    "counter",
+                    "evmflow_batches_committed",
+                    "Batches committed.",
+                    writer.batches_committed,
+                ),
+                (
+                    "counter",
+                    "evmflow_commit_seconds",
+                    "Seconds spent committing.",
+                    writer.commit_seconds,
+                ),
+                (
+                    "gauge",
+                    "evmflow_last_commit_seconds",
+                    "Seconds of the last commit.",
+                    writer.last_commit_seconds,
+                ),
+                (
+                    "counter",
+                    "evmflow_writer_idle_seconds",
+                    "Seconds the writer had nothing to commit.",
+                    writer.idle_seconds,
+                ),
+                (
+                    "gauge",
+                    "evmflow_writer_queue_batches",
+                    "Batches waiting for the writer.",
+                    writer.in_flight,
+                ),
             ]
         return rows
 
     def chain_metrics(self) -> Iterator[Metric]:
         chains = list(self.indexer.chains.values())
         block = GaugeMetricFamily(
-            "evmflow_chain_block", "Highest block whose events are all processed.",
+            "evmflow_chain_block",
+            "Highest block whose events are all processed.",
             labels=["chain_id"],
         )
         events = CounterMetricFamily(
-            "evmflow_chain_events", "Events handled on the chain, across restarts.",
+            "evmflow_chain_events",
+            "Events handled on the chain, across restarts.",
             labels=["chain_id"],
         )
         head = GaugeMetricFamily(

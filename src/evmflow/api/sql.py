@@ -224,9 +224,7 @@ class Compiler:
     def by_ids(self, entity: EntitySpec, dialect: str, ids: list[str]) -> Statement:
         st = Statement(dialect)
         marks = ", ".join(st.param(i) for i in ids)
-        st.sql = (
-            f'SELECT {self.columns(entity)} FROM {quote(entity.name)} WHERE "id" IN ({marks})'
-        )
+        st.sql = f'SELECT {self.columns(entity)} FROM {quote(entity.name)} WHERE "id" IN ({marks})'
         return st
 
     def derived_pages(
