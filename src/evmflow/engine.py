@@ -75,7 +75,7 @@ class ChainState:
         return self.tip - self.config.max_reorg_depth
 
     def in_window(self, block: int) -> bool:
-        return self.tracks_reorgs and block > self.floor
+        return self.tracks_reorgs and block >= self.floor
 
 
 @dataclass
@@ -269,7 +269,7 @@ class Indexer:
             async for page in chain.source.pages(start, chain.end_block, filters):
                 if chain.tracks_reorgs:
                     chain.tip = max(chain.tip, page.to_block)
-                    if page.to_block > chain.floor:
+                    if page.to_block >= chain.floor:
                         fork = await self._check(chain, page)
                         if fork is not None:
                             await chain.pages.put(ReorgSignal(fork))
@@ -479,11 +479,11 @@ class Indexer:
             rows.append(
                 Checkpoint(self._checkpoint, chain.chain_id, to_block, last_hash, events_before)
             )
-        rows = [r for r in rows if r.block > chain.floor]
+        rows = [r for r in rows if r.block >= chain.floor]
         batch.checkpoints += rows
         chain.checkpoints += rows
-        if chain.checkpoints and chain.checkpoints[0].block <= chain.floor:
-            chain.checkpoints = [c for c in chain.checkpoints if c.block > chain.floor]
+        if chain.checkpoints and chain.checkpoints[0].block < chain.floor:
+            chain.checkpoints = [c for c in chain.checkpoints if c.block >= chain.floor]
             forget_below(chain.hashes, chain.floor)
 
     async def _handle_reorg(self, chain: ChainState) -> None:

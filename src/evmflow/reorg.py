@@ -42,7 +42,8 @@ def check_page(
 ) -> int | None:
     """The first block of ``page`` that contradicts the known ``hashes``, or None.
 
-    Headers that agree (inside the window, above ``floor``) are added to ``hashes``.
+    Headers that agree are added to ``hashes`` from ``floor`` up: the block at the floor is
+    the oldest possible common ancestor, so a fork as deep as the window can still be undone.
     """
     for number in sorted(headers):
         header = headers[number]
@@ -52,7 +53,7 @@ def check_page(
         below = hashes.get(number - 1)
         if below is not None and header.parent_hash is not None and header.parent_hash != below:
             return number
-        if number > floor:
+        if number >= floor:
             hashes[number] = header.hash
     return None
 
@@ -63,7 +64,7 @@ def forget_above(hashes: dict[int, str], block: int) -> None:
 
 
 def forget_below(hashes: dict[int, str], floor: int) -> None:
-    for number in [n for n in hashes if n <= floor]:
+    for number in [n for n in hashes if n < floor]:
         del hashes[number]
 
 

@@ -62,16 +62,30 @@ def abi_path() -> Path:
 
 
 def write_project(
-    root: Path, schema: str = SCHEMA, handlers: str = HANDLERS, end_block: int = 100
+    root: Path,
+    schema: str = SCHEMA,
+    handlers: str = HANDLERS,
+    end_block: int | None = 100,
+    chains: list[int] = [1],  # noqa: B006 - read only
+    max_reorg_depth: int = 200,
+    rollback_on_reorg: bool = True,
 ) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "abi.json").write_text(abi_path().read_text())
     (root / "schema.graphql").write_text(textwrap.dedent(schema))
     (root / "handlers.py").write_text(textwrap.dedent(handlers))
-    config = {
+    config: dict = {
         "name": "scripted",
         "chains": [
-            {"id": 1, "start_block": 1, "end_block": end_block, "archive": {"path": "unused"}}
+            {
+                "id": chain_id,
+                "start_block": 1,
+                "end_block": end_block,
+                "max_reorg_depth": max_reorg_depth,
+                "rollback_on_reorg": rollback_on_reorg,
+                "archive": {"path": "unused"},
+            }
+            for chain_id in chains
         ],
         "contracts": [{"name": "ERC20", "abi": "abi.json", "events": ["Transfer"]}],
     }

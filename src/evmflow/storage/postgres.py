@@ -364,7 +364,7 @@ class PostgresStorage(Storage):
     ) -> None:
         """Forget what no reorg can reach any more (inside the writer's transaction)."""
         await db.executemany(
-            f"DELETE FROM {CHECKPOINTS_TABLE} WHERE chain_id = $1 AND block <= $2",
+            f"DELETE FROM {CHECKPOINTS_TABLE} WHERE chain_id = $1 AND block < $2",
             list(floor.items()),
         )
         lowest = await db.fetchval(f"SELECT MIN(id) FROM {CHECKPOINTS_TABLE}")

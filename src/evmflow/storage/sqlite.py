@@ -351,7 +351,7 @@ class SqliteStorage(Storage):
         """Forget what no reorg can reach any more. Runs inside the writer's transaction, so
         never beside another write to the same tables."""
         db.executemany(
-            f"DELETE FROM {CHECKPOINTS_TABLE} WHERE chain_id = ? AND block <= ?",
+            f"DELETE FROM {CHECKPOINTS_TABLE} WHERE chain_id = ? AND block < ?",
             list(floor.items()),
         )
         (lowest,) = db.execute(f"SELECT MIN(id) FROM {CHECKPOINTS_TABLE}").fetchone()
