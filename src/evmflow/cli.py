@@ -70,7 +70,7 @@ def run(
         )
     except UserError as exc:
         _fail(str(exc), 2)
-        return
+        sys.exit(2)
     show_progress = (sys.stderr.isatty() if progress is None else progress) and not quiet
     code = asyncio.run(_run(indexer, show_progress, quiet))
     sys.exit(code)
