@@ -21,8 +21,18 @@ from typing import Any
 import aiohttp
 import pytest
 
-from evmflow.api import MAX_ALIASES, MAX_DEPTH, MAX_FIRST, MAX_ROWS, create_app, make_server, serve
+from evmflow.api import (
+    MAX_ALIASES,
+    MAX_DEPTH,
+    MAX_FIRST,
+    MAX_ROWS,
+    bind_socket,
+    create_app,
+    make_server,
+    serve,
+)
 from evmflow.engine import Indexer
+from evmflow.errors import ConfigError
 from tests.conftest import (
     EXAMPLE_DIR,
     PG_BASE_URL,
@@ -555,3 +565,41 @@ def test_create_app_accepts_a_project_folder() -> None:
     app = create_app(EXAMPLE_DIR, "sqlite:////nonexistent/never-opened.db")
     paths = {route.path for route in app.routes}  # type: ignore[attr-defined]
     assert paths == {"/", "/graphql", "/healthz", "/ready"}
+
+
+def test_a_taken_port_is_a_config_error_that_says_what_to_do() -> None:
+    taken = _free_socket()
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        with pytest.raises(ConfigError) as caught:
+            bind_socket("127.0.0.1", port)
+    finally:
+        taken.close()
+    assert str(caught.value).startswith(f"cannot listen on 127.0.0.1:{port}: ")
+    assert "pick another --port" in str(caught.value)
+
+
+async def test_a_database_without_an_index_answers_a_clear_error_and_is_not_ready(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    sock = _free_socket()
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    task = asyncio.ensure_future(serve(EXAMPLE_DIR, url, handle_signals=False, sock=sock))
+    try:
+        await wait_until_serving(base)
+        status, answer = await ask(base, "{ tokens { id } }")
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{base}/ready") as response:
+                ready_status, ready = response.status, await response.json()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        sock.close()
+    message = "the database holds no index yet: run the indexer (evmflow run) on it first"
+    assert (status, answer["errors"][0]["message"]) == (400, message)
+    assert (ready_status, ready) == (
+        503,
+        {"ready": False, "reason": f"cannot read the index: {message}"},
+    )

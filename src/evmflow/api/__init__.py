@@ -13,6 +13,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from ..project import Project
 from .app import create_app
 from .graph import DEFAULT_FIRST, MAX_FIRST, build_graphql_schema, query_names
@@ -24,6 +25,7 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_FIRST",
     "MAX_ROWS",
+    "bind_socket",
     "build_graphql_schema",
     "create_app",
     "make_server",
@@ -32,6 +34,26 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A socket listening-ready on host:port, or a ConfigError that says what to do.
+
+    Binding before the indexer starts lets ``evmflow run --serve`` fail at once on a taken
+    port, instead of after the server task dies in the background.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+            hint="pick another --port, or stop the program that uses this one",
+        ) from None
+    return sock
 
 
 def make_server(
@@ -68,12 +90,13 @@ async def serve(
     coroutine, which shuts down cleanly. ``sock``: a bound socket to serve on instead of
     host and port.
     """
+    if sock is None:
+        sock = bind_socket(host, port)
+        log.info("GraphQL API on http://%s:%d/graphql", host, port)
     server = make_server(project, db_url, host, port, indexer)
     if not handle_signals:
         server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
-    task = asyncio.ensure_future(server.serve(sockets=[sock] if sock is not None else None))
-    if sock is None:
-        log.info("GraphQL API on http://%s:%d/graphql", host, port)
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
     try:
         await asyncio.shield(task)
     except asyncio.CancelledError:

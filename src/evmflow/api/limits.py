@@ -57,11 +57,15 @@ def _aliases(document: gql.DocumentNode) -> int:
     return count
 
 
-def check_limits(document: gql.DocumentNode) -> list[gql.GraphQLError]:
-    """The errors of a document that goes over a limit; empty when it is within them."""
-    fragments = {
+def _fragments(document: gql.DocumentNode) -> dict[str, gql.FragmentDefinitionNode]:
+    return {
         d.name.value: d for d in document.definitions if isinstance(d, gql.FragmentDefinitionNode)
     }
+
+
+def check_limits(document: gql.DocumentNode) -> list[gql.GraphQLError]:
+    """The errors of a document that goes over a limit; empty when it is within them."""
+    fragments = _fragments(document)
     errors: list[gql.GraphQLError] = []
     for definition in document.definitions:
         if not isinstance(definition, gql.OperationDefinitionNode):
@@ -155,9 +159,7 @@ def check_rows(
     operation = gql.get_operation_ast(document, operation_name)
     if operation is None or schema.query_type is None:
         return []
-    fragments = {
-        d.name.value: d for d in document.definitions if isinstance(d, gql.FragmentDefinitionNode)
-    }
+    fragments = _fragments(document)
     estimate = _RowEstimate(schema, fragments, variables or {})
     rows = estimate.rows(schema.query_type, operation.selection_set, 1)
     if rows <= MAX_ROWS:
