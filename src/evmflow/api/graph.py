@@ -35,6 +35,11 @@ from .sql import Compiler, FilterKey, PageArgs, is_text, row_dict
 DEFAULT_FIRST = 100
 MAX_FIRST = 1000
 
+# Limitation: there is no time travel (The Graph's ``block: {number: N}`` argument) and no
+# ordering by a field of a referenced entity (``orderBy: token__volume``); a query sees the
+# latest committed state and orders by the entity's own fields. History tables would allow
+# the first, a JOIN in Compiler.order the second.
+
 NUMERIC_OPS = ("not", "gt", "gte", "lt", "lte", "in", "not_in")
 TEXT_OPS = (*NUMERIC_OPS, "contains", "not_contains")
 EQUALITY_OPS = ("not", "in", "not_in")
