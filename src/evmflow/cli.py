@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -45,6 +46,15 @@ def main() -> None:
     default=None,
     help="Live progress view (default: on when the output is a terminal).",
 )
+@click.option(
+    "--serve",
+    "serve_api",
+    is_flag=True,
+    help="Also serve GraphQL, /metrics, /healthz and /ready while indexing, and keep serving "
+    "after the end block until Ctrl-C.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address for --serve.")
+@click.option("--port", default=8080, show_default=True, type=int, help="Port for --serve.")
 def run(
     project_dir: Path,
     db: str | None,
@@ -54,6 +64,9 @@ def run(
     quiet: bool,
     verbose: bool,
     progress: bool | None,
+    serve_api: bool,
+    host: str,
+    port: int,
 ) -> None:
     """Index PROJECT_DIR until every chain reaches its end block (Ctrl-C stops, keeping what
     is committed)."""
@@ -72,21 +85,35 @@ def run(
         _fail(str(exc), 2)
         sys.exit(2)
     show_progress = (sys.stderr.isatty() if progress is None else progress) and not quiet
-    code = asyncio.run(_run(indexer, show_progress, quiet))
+    listen = None
+    if serve_api:
+        from .api import bind_socket
+
+        try:
+            listen = bind_socket(host, port)
+        except UserError as exc:
+            _fail(str(exc), 2)
+            sys.exit(2)
+        click.echo(f"GraphQL API on http://{host}:{port}/graphql", err=True)
+    code = asyncio.run(_run(indexer, show_progress, quiet, listen))
     sys.exit(code)
 
 
-async def _run(indexer, show_progress: bool, quiet: bool) -> int:  # type: ignore[no-untyped-def]
+async def _run(  # type: ignore[no-untyped-def]
+    indexer, show_progress: bool, quiet: bool, listen: socket.socket | None = None
+) -> int:
     from .progress import ProgressView
 
     loop = asyncio.get_running_loop()
     interrupted = False
+    stopped = asyncio.Event()
 
     def on_signal() -> None:
         nonlocal interrupted
         if interrupted:
             return
         interrupted = True
+        stopped.set()
         click.echo("\nstopping: finishing the batch in hand and committing...", err=True)
         indexer.stop()
 
@@ -94,9 +121,23 @@ async def _run(indexer, show_progress: bool, quiet: bool) -> int:  # type: ignor
         loop.add_signal_handler(sig, on_signal)
     view = ProgressView(indexer, enabled=show_progress, quiet=quiet)
     started = time.perf_counter()
+    server = None
+    ended = None
+    if listen is not None:
+        from .api import serve
+
+        server = asyncio.create_task(
+            serve(
+                indexer.project, indexer.db_url, indexer=indexer, handle_signals=False, sock=listen
+            )
+        )
     try:
         async with view:
             await indexer.run()
+        ended = time.perf_counter()
+        if server is not None and not interrupted:
+            click.echo("every chain reached its end block; still serving (Ctrl-C stops)", err=True)
+            await stopped.wait()
     except UserError as exc:
         _fail(str(exc), 2)
         return 2
@@ -113,7 +154,11 @@ async def _run(indexer, show_progress: bool, quiet: bool) -> int:  # type: ignor
     except EvmflowError as exc:
         _fail(str(exc), 1)
         return 1
-    seconds = time.perf_counter() - started
+    finally:
+        if server is not None:
+            server.cancel()
+            await asyncio.gather(server, return_exceptions=True)
+    seconds = (ended or time.perf_counter()) - started
     m = indexer.measures
     if not quiet:
         rate = m.events / seconds if seconds > 0 else 0.0
@@ -124,13 +169,36 @@ async def _run(indexer, show_progress: bool, quiet: bool) -> int:  # type: ignor
                 err=True,
             )
         click.echo(f"{m.events} events in {seconds:.2f}s ({rate:,.0f} events/s)", err=True)
-    if interrupted:
+    if interrupted and not indexer.finished:
         return 130
     return 0
 
 
 def _fail(message: str, code: int) -> None:
     click.echo(f"error: {message}", err=True)
+
+
+@main.command("serve")
+@click.argument("project_dir", default=".", type=click.Path(file_okay=True, path_type=Path))
+@click.option("--db", "db", default=None, help="Database URL (default: as for run).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
+@click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
+def serve_command(project_dir: Path, db: str | None, host: str, port: int, verbose: bool) -> None:
+    """Serve the GraphQL API, /healthz and /ready over PROJECT_DIR's index (an indexer may
+    write it at the same time from another process)."""
+    _setup_logging(verbose, False)
+    from .api import bind_socket, serve
+    from .project import load_project
+
+    try:
+        project = load_project(project_dir)
+        listen = bind_socket(host, port)
+    except UserError as exc:
+        _fail(str(exc), 2)
+        sys.exit(2)
+    click.echo(f"GraphQL API on http://{host}:{port}/graphql (Ctrl-C stops)", err=True)
+    asyncio.run(serve(project, db, host, port, sock=listen))
 
 
 @main.command()

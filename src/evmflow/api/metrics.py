@@ -99,13 +99,13 @@ class IndexerCollector(Collector):
                 "counter",
                 "evmflow_reorgs",
                 "Chain reorganisations detected.",
-                getattr(indexer, "reorgs", 0),
+                m.reorgs,
             ),
             (
                 "counter",
-                "evmflow_rollback_blocks",
-                "Blocks rolled back after reorganisations.",
-                getattr(indexer, "rollback_blocks", 0),
+                "evmflow_rollbacks",
+                "Rollbacks done after reorganisations.",
+                m.rollbacks,
             ),
         ]
         writer = indexer.writer
