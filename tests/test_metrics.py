@@ -88,7 +88,7 @@ async def test_metrics_count_the_indexed_events_and_ready_turns_200_at_the_end(
     assert final[("evmflow_chain_end_block", chain)] == END_BLOCK
     assert final[("evmflow_batch_size_limit", ())] == 1000
     assert final[("evmflow_reorgs_total", ())] == 0
-    assert final[("evmflow_rollback_blocks_total", ())] == 0
+    assert final[("evmflow_rollbacks_total", ())] == 0
     assert final[("evmflow_batches_committed_total", ())] == final[("evmflow_batches_total", ())]
     assert final[("evmflow_commits_total", ())] >= 1
     for name in ("commit", "preload", "handler", "writer_idle", "waited_on_writer"):
