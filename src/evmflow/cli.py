@@ -84,6 +84,9 @@ def run(
     except UserError as exc:
         _fail(str(exc), 2)
         sys.exit(2)
+    from .codegen import refresh_if_stale
+
+    refresh_if_stale(indexer.project.config)
     show_progress = (sys.stderr.isatty() if progress is None else progress) and not quiet
     listen = None
     if serve_api:
@@ -205,17 +208,72 @@ def serve_command(project_dir: Path, db: str | None, host: str, port: int, verbo
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option(
     "--template",
-    type=click.Choice(["erc20"]),
+    type=click.Choice(["erc20", "blank", "uniswap-v2"]),
     default="erc20",
     show_default=True,
-    help="Which project to start from.",
+    help="Which project to start from (ignored with --from-abi).",
 )
-def init(directory: Path, template: str) -> None:
+@click.option(
+    "--from-abi",
+    "from_abi",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write config, schema and handler stubs for the events of this ABI file.",
+)
+@click.option("--address", default=None, help="With --from-abi: the contract address.")
+@click.option(
+    "--event",
+    "events",
+    multiple=True,
+    help="With --from-abi: an event to index (repeat; default all).",
+)
+@click.option("--contract", default=None, help="With --from-abi: the contract's name.")
+@click.option("--chain-id", type=int, default=1, show_default=True, help="With --from-abi.")
+@click.option("--start-block", type=int, default=0, show_default=True, help="With --from-abi.")
+@click.option("--end-block", type=int, default=None, help="With --from-abi.")
+@click.option("--rpc-url", default=None, help="With --from-abi: the node to read from.")
+@click.option(
+    "--archive",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="With --from-abi: a local archive (NAME of NAME.logs.jsonl[.gz]) instead.",
+)
+def init(
+    directory: Path,
+    template: str,
+    from_abi: Path | None,
+    address: str | None,
+    events: tuple[str, ...],
+    contract: str | None,
+    chain_id: int,
+    start_block: int,
+    end_block: int | None,
+    rpc_url: str | None,
+    archive: Path | None,
+) -> None:
     """Write a new project into DIRECTORY (which must be empty or absent)."""
+    from .codegen import generate
     from .templates import write_template
 
     try:
-        written = write_template(template, directory)
+        if from_abi is not None:
+            from .templates.from_abi import write_from_abi
+
+            written = write_from_abi(
+                directory,
+                from_abi,
+                address=address,
+                events=list(events) or None,
+                contract=contract,
+                chain_id=chain_id,
+                start_block=start_block,
+                end_block=end_block,
+                rpc_url=rpc_url,
+                archive=archive,
+            )
+        else:
+            written = write_template(template, directory)
+        written += generate(directory)
     except UserError as exc:
         _fail(str(exc), 2)
         sys.exit(2)
@@ -223,6 +281,23 @@ def init(directory: Path, template: str) -> None:
     for path in written:
         click.echo(f"  {path.relative_to(directory)}")
     click.echo(f"run it with: evmflow run {directory}")
+
+
+@main.command()
+@click.argument("project_dir", default=".", type=click.Path(file_okay=True, path_type=Path))
+def codegen(project_dir: Path) -> None:
+    """Write typed stubs of the project's entities and events to PROJECT_DIR/typings, for
+    editors and mypy (set mypy_path = typings)."""
+    from .codegen import generate
+
+    try:
+        written = generate(project_dir)
+    except UserError as exc:
+        _fail(str(exc), 2)
+        sys.exit(2)
+    for path in written:
+        click.echo(f"wrote {path}")
+    click.echo("editors read typings/ by themselves; for mypy set mypy_path = typings")
 
 
 if __name__ == "__main__":  # pragma: no cover
