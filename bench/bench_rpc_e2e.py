@@ -37,6 +37,8 @@ sys.path.insert(0, str(HERE))
 
 from bench_engine import HANDLERS, PG, SCHEMA  # noqa: E402  the same workload
 
+from tests.support.anvil import Anvil  # noqa: E402
+
 DEFAULT_SETTINGS = ["2000:4", "100:4", "20:4", "20:8", "5:8"]
 PG_URL = PG.format(port=5432)
 
@@ -67,10 +69,16 @@ def write_project(folder: Path, meta: dict, url: str, span: int, concurrency: in
 # --- the child: one run, from its own start to its exit ----------------------------------------
 
 
-def child(project: str, db: str, batch_size: int, profile: str | None) -> None:
+def child(args: argparse.Namespace) -> None:
     from evmflow.engine import Indexer
 
-    indexer = Indexer(project, db, reset=True, batch_size=batch_size)
+    options = {"reset": True, "batch_size": args.batch_size}
+    if args.max_uncommitted:
+        options["max_uncommitted"] = args.max_uncommitted
+    if args.cache_limit:
+        options["cache_limit"] = args.cache_limit
+    indexer = Indexer(args.child, args.db, **options)
+    profile = args.profile
     if profile:
         import cProfile
 
@@ -128,15 +136,18 @@ def run_child(command: list[str]) -> tuple[int, str, str, float, object]:
         return process.returncode, out.read().decode(), err.read().decode(), seconds, usage
 
 
-def run_one(node, meta: dict, setting: str, batch_size: int, profile: str | None) -> dict:  # type: ignore[no-untyped-def]
+def run_one(node: Anvil, meta: dict, setting: str, args: argparse.Namespace) -> dict:
     span, concurrency = (int(x) for x in setting.split(":"))
     schema = "bench_rpc_" + uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory() as tmp:
         project = write_project(Path(tmp), meta, node.url, span, concurrency)
         command = [sys.executable, __file__, "--child", str(project), "--db"]
-        command += [f"{PG_URL}?schema={schema}", "--batch-size", str(batch_size)]
-        if profile:
-            command += ["--profile", profile]
+        command += [f"{PG_URL}?schema={schema}", "--batch-size", str(args.batch_size)]
+        command += ["--max-uncommitted", str(args.max_uncommitted or 0)]
+        command += ["--cache-limit", str(args.cache_limit or 0)]
+        if args.profile:
+            command += ["--profile", args.profile]
+        assert node._process is not None
         anvil_pid = node._process.pid
         anvil_cpu = cpu_seconds(anvil_pid)
         code, stdout, stderr, seconds, usage = run_child(command)
@@ -177,16 +188,20 @@ def main() -> None:
     parser.add_argument("--data", default="transfers-100k")
     parser.add_argument("--setting", action="append", help="MAX_BLOCK_RANGE:CONCURRENCY")
     parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument(
+        "--max-uncommitted", type=int, help="the engine option (default: evmflow's)"
+    )
+    parser.add_argument(
+        "--cache-limit", type=int, help="Indexer(cache_limit=...): entities kept in memory"
+    )
     parser.add_argument("--runs", type=int, default=1, help="runs per setting; each is shown")
     parser.add_argument("--profile", help="cProfile the child into this file (one setting)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.db, args.batch_size, args.profile)
+        child(args)
         return
-
-    from tests.support.anvil import Anvil
 
     meta = json.loads((HERE / "data" / f"{args.data}.meta.json").read_text())
     state = HERE / "data" / meta["state_file"]
@@ -196,14 +211,16 @@ def main() -> None:
         print(
             f"data {args.data}: {meta['events']:,} events in blocks {meta['first_block']}-"
             f"{meta['last_block']}; anvil loaded its state in "
-            f"{time.perf_counter() - started:.1f} s (not counted); batch size {args.batch_size}"
+            f"{time.perf_counter() - started:.1f} s (not counted); batch size {args.batch_size}, "
+            f"max_uncommitted {args.max_uncommitted or 'default'}, "
+            f"cache_limit {args.cache_limit or 'default'}"
         )
         header = f"{'range:conc':<12}{'events/s':>10}{'seconds':>9}{'child cpu':>10}"
         header += f"{'anvil cpu':>10}{'commit s':>9}{'handler s':>10}{'peak MB':>8}"
         print(header, flush=True)
         for setting in settings:
             for _ in range(args.runs):
-                r = run_one(node, meta, setting, args.batch_size, args.profile)
+                r = run_one(node, meta, setting, args)
                 print(
                     f"{setting:<12}{r['events_per_s']:>10,}{r['seconds']:>9}"
                     f"{r['child_cpu_s']:>10}{r['anvil_cpu_s']:>10}{r['commit_s']:>9}"

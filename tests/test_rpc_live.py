@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from evmflow.engine import Indexer
+from evmflow.errors import SourceError
 from tests.conftest import REPO_ROOT, as_int, chain_progress, dump_db
 
 pytestmark = pytest.mark.anvil
@@ -120,8 +121,8 @@ def token():
 # --- running and waiting ------------------------------------------------------------------------
 
 
-def start(project: Path, db: str) -> tuple[Indexer, asyncio.Task]:
-    indexer = Indexer(project, db)
+def start(project: Path, db: str, sources: dict | None = None) -> tuple[Indexer, asyncio.Task]:
+    indexer = Indexer(project, db, sources=sources)
     return indexer, asyncio.create_task(indexer.run(), name="indexer under test")
 
 
@@ -235,11 +236,13 @@ async def test_backfill_then_live_indexes_every_transfer_once(token, db_url, tmp
     await assert_exact(token, db_url, head)
 
 
-async def backfilled(token, tmp_path: Path, db: str, transfers: int, seed: int):
+async def backfilled(
+    token, tmp_path: Path, db: str, transfers: int, seed: int, sources: dict | None = None
+):
     """Grow the chain, start an indexer on it, wait until it has the backfill."""
     backfill_head = await grow(token, transfers, seed=seed)
     project = write_rpc_project(tmp_path / "project", token.node.url, token.address)
-    indexer, task = start(project, db)
+    indexer, task = start(project, db, sources)
     await wait_indexed(indexer, task, backfill_head)
     return project, indexer, task
 
@@ -266,12 +269,51 @@ async def test_node_paused_mid_run_the_indexer_waits_and_resumes(token, tmp_path
     await assert_exact(token, db, head)
 
 
-async def test_node_killed_and_restarted_on_its_port_the_indexer_resumes(token, tmp_path, caplog):
+def short_retry_budget(url: str) -> dict:
+    """An RpcSource that gives up on a dead node after three quick tries (well under 1 s)."""
+    from evmflow.sources.rpc import RpcSource
+
+    source = RpcSource(
+        CHAIN_ID,
+        [url],
+        max_block_range=7,
+        concurrency=3,
+        poll_interval=0.05,
+        request_timeout=0.5,
+        max_retries=2,
+        backoff_base=0.01,
+        backoff_max=0.05,
+        recover_after=0.05,
+    )
+    return {CHAIN_ID: source}
+
+
+@pytest.mark.parametrize(
+    "retries",
+    [
+        "configured",
+        pytest.param(
+            "short budget",
+            marks=pytest.mark.xfail(
+                strict=True,
+                raises=SourceError,
+                reason="RpcSource._exchange raises SourceError once max_retries transport "
+                "faults in a row are used up, also while following the head, so a node down "
+                "for longer than the retry budget (about a minute by default) stops the "
+                "indexer",
+            ),
+        ),
+    ],
+)
+async def test_node_killed_and_restarted_on_its_port_the_indexer_resumes(
+    token, tmp_path, caplog, retries
+):
     from tests.support.anvil import Anvil, BenchToken
 
     caplog.set_level(logging.DEBUG, logger="evmflow.sources.rpc")
     db = f"sqlite:///{tmp_path / 'index.db'}"
-    _, indexer, task = await backfilled(token, tmp_path, db, 10, seed=5)
+    sources = short_retry_budget(token.node.url) if retries == "short budget" else None
+    _, indexer, task = await backfilled(token, tmp_path, db, 10, seed=5, sources=sources)
     # Take the chain out (connections refused), then bring the same chain back on the same
     # port from a dump of its state.
     node = token.node
@@ -279,6 +321,8 @@ async def test_node_killed_and_restarted_on_its_port_the_indexer_resumes(token, 
     port = node.port
     await asyncio.to_thread(node.stop)
     await asyncio.sleep(1.5)
+    if task.done():
+        task.result()  # what stopped it
     assert not task.done(), "the indexer gave up while the node was down"
     assert transport_failures(caplog), "the outage went unnoticed: no request failed"
     revived = Anvil(chain_id=CHAIN_ID)
@@ -292,6 +336,8 @@ async def test_node_killed_and_restarted_on_its_port_the_indexer_resumes(token, 
         await assert_exact(revived_token, db, head)
     finally:
         revived.stop()
+        if not task.done():
+            await stop(indexer, task)
 
 
 async def test_restarted_indexer_resumes_without_duplicates(token, tmp_path):
