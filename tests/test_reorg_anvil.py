@@ -280,3 +280,48 @@ async def test_reorg_deeper_than_the_window_stops_and_changes_nothing(funded, tm
     assert "Nothing was rolled back" in message and "--reset" in message
     assert indexer.measures.rollbacks == 0
     assert await asyncio.to_thread(dump_db, db) == before
+
+
+async def test_fork_exactly_as_deep_as_the_window_still_rolls_back(funded, tmp_path, new_db):
+    # max_reorg_depth 4 and 4 orphaned blocks: the common block is the window's floor, the
+    # oldest block whose hash evmflow keeps.
+    db = new_db("sqlite", "live")
+    common = await grow(funded, 2, seed=11)
+    project = write_project(tmp_path / "live", funded, depth=4)
+    indexer, task = start(project, db)
+    await committed(indexer, task, common)
+
+    snapshot = await asyncio.to_thread(funded.node.snapshot)
+    await committed(indexer, task, await grow(funded, 4, seed=12))
+    assert await asyncio.to_thread(funded.node.revert, snapshot)
+    head = await grow(funded, 6, seed=13)
+    await committed(indexer, task, head)
+    await stop(indexer, task)
+
+    assert indexer.measures.rollbacks == 1
+    await assert_exact(funded, db, head)
+    await assert_equals_fresh_index(funded, tmp_path, db, new_db("sqlite", "fresh"))
+
+
+async def test_reorg_while_the_indexer_was_stopped_is_rolled_back_on_restart(
+    funded, tmp_path, new_db
+):
+    db = new_db("sqlite", "live")
+    common = await grow(funded, 3, seed=14)
+    project = write_project(tmp_path / "live", funded, WINDOW)
+    indexer, task = start(project, db)
+    await committed(indexer, task, common)
+    snapshot = await asyncio.to_thread(funded.node.snapshot)
+    await committed(indexer, task, await grow(funded, 3, seed=15))
+    await stop(indexer, task)
+
+    # While no indexer runs, the node replaces the 3 blocks: only the stored hashes can tell.
+    assert await asyncio.to_thread(funded.node.revert, snapshot)
+    head = await grow(funded, 5, seed=16)
+    restarted, task = start(project, db)
+    await committed(restarted, task, head)
+    await stop(restarted, task)
+
+    assert restarted.measures.rollbacks == 1
+    await assert_exact(funded, db, head)
+    await assert_equals_fresh_index(funded, tmp_path, db, new_db("sqlite", "fresh"))
