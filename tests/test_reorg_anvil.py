@@ -158,6 +158,30 @@ def rollback_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if "rolled back" in r.getMessage()]
 
 
+async def following(erc20, project_dir: Path, db: str, depth: int, blocks: int, seed: int):
+    """``blocks`` blocks of transfers, then a live Indexer that has committed them all;
+    (project, indexer, its task, the head)."""
+    head = await grow(erc20, blocks, seed=seed)
+    project = write_project(project_dir, erc20, depth)
+    indexer, task = start(project, db)
+    await committed(indexer, task, head)
+    return project, indexer, task, head
+
+
+async def branch_a(erc20, indexer: Indexer, task: asyncio.Task, blocks: int, seed: int) -> str:
+    """Snapshot, then ``blocks`` blocks of transfers the indexer commits: the branch a revert
+    to the returned snapshot orphans."""
+    snapshot = await asyncio.to_thread(erc20.node.snapshot)
+    await committed(indexer, task, await grow(erc20, blocks, seed=seed))
+    return snapshot
+
+
+async def revert(erc20, snapshot: str) -> int:
+    """Back to the snapshot's head (returned); the next blocks mined make branch B."""
+    assert await asyncio.to_thread(erc20.node.revert, snapshot)
+    return await asyncio.to_thread(erc20.node.block_number)
+
+
 # --- tests ------------------------------------------------------------------------------------
 
 
@@ -175,18 +199,10 @@ async def test_revert_to_snapshot_and_longer_branch_rolls_back_to_the_common_blo
 ):
     caplog.set_level(logging.INFO, logger="evmflow.engine")
     db = new_db(backend, "live")
-    common = await grow(funded, 3, seed=1)  # some history before the fork
-    project = write_project(tmp_path / "live", funded, WINDOW)
-    indexer, task = start(project, db)
-    await committed(indexer, task, common)
-
-    snapshot = await asyncio.to_thread(funded.node.snapshot)
-    orphaned_head = await grow(funded, depth, seed=2)  # branch A, indexed...
-    assert orphaned_head == common + depth
-    await committed(indexer, task, orphaned_head)
-    assert await asyncio.to_thread(funded.node.revert, snapshot)  # ...then replaced by B
-    head = await grow(funded, depth + 2, seed=3)
-    assert head == orphaned_head + 2
+    _, indexer, task, common = await following(funded, tmp_path / "live", db, WINDOW, 3, 1)
+    snapshot = await branch_a(funded, indexer, task, depth, seed=2)
+    assert await revert(funded, snapshot) == common
+    head = await grow(funded, depth + 2, seed=3)  # branch B, longer than A
     await committed(indexer, task, head)
     await stop(indexer, task)
 
@@ -199,16 +215,9 @@ async def test_revert_to_snapshot_and_longer_branch_rolls_back_to_the_common_blo
 
 async def test_two_reorgs_in_a_row_each_roll_back(funded, tmp_path, new_db):
     db = new_db("sqlite", "live")
-    common = await grow(funded, 2, seed=4)
-    project = write_project(tmp_path / "live", funded, WINDOW)
-    indexer, task = start(project, db)
-    await committed(indexer, task, common)
-
-    head = common
+    _, indexer, task, head = await following(funded, tmp_path / "live", db, WINDOW, 2, 4)
     for round_ in range(2):
-        snapshot = await asyncio.to_thread(funded.node.snapshot)
-        await committed(indexer, task, await grow(funded, 2, seed=10 + round_))
-        assert await asyncio.to_thread(funded.node.revert, snapshot)
+        await revert(funded, await branch_a(funded, indexer, task, 2, seed=10 + round_))
         head = await grow(funded, 4, seed=20 + round_)
         await committed(indexer, task, head)
     await stop(indexer, task)
@@ -224,10 +233,7 @@ async def test_anvil_reorg_of_the_last_blocks_rolls_back(funded, tmp_path, new_d
     caplog.set_level(logging.INFO, logger="evmflow.engine")
     node = funded.node
     db = new_db("sqlite", "live")
-    before = await grow(funded, 6, seed=5)
-    project = write_project(tmp_path / "live", funded, WINDOW)
-    indexer, task = start(project, db)
-    await committed(indexer, task, before)
+    _, indexer, task, before = await following(funded, tmp_path / "live", db, WINDOW, 6, 5)
 
     # anvil_reorg(depth, [(tx, block offset)]): the last 3 blocks are mined again, holding
     # only these transfers, so the chain keeps its height and changes its last 3 hashes.
@@ -260,16 +266,10 @@ async def test_anvil_reorg_of_the_last_blocks_rolls_back(funded, tmp_path, new_d
 
 async def test_reorg_deeper_than_the_window_stops_and_changes_nothing(funded, tmp_path, new_db):
     db = new_db("sqlite", "live")
-    common = await grow(funded, 2, seed=8)
-    project = write_project(tmp_path / "live", funded, depth=3)
-    indexer, task = start(project, db)
-    await committed(indexer, task, common)
-
-    snapshot = await asyncio.to_thread(funded.node.snapshot)
-    orphaned_head = await grow(funded, 10, seed=9)  # 10 blocks > the window of 3
-    await committed(indexer, task, orphaned_head)
+    _, indexer, task, _ = await following(funded, tmp_path / "live", db, 3, 2, 8)
+    snapshot = await branch_a(funded, indexer, task, 10, seed=9)  # 10 blocks > the window of 3
     before = await asyncio.to_thread(dump_db, db)
-    assert await asyncio.to_thread(funded.node.revert, snapshot)
+    await revert(funded, snapshot)
     await grow(funded, 12, seed=10)
 
     with pytest.raises(ReorgTooDeep) as failure:
@@ -286,14 +286,8 @@ async def test_fork_exactly_as_deep_as_the_window_still_rolls_back(funded, tmp_p
     # max_reorg_depth 4 and 4 orphaned blocks: the common block is the window's floor, the
     # oldest block whose hash evmflow keeps.
     db = new_db("sqlite", "live")
-    common = await grow(funded, 2, seed=11)
-    project = write_project(tmp_path / "live", funded, depth=4)
-    indexer, task = start(project, db)
-    await committed(indexer, task, common)
-
-    snapshot = await asyncio.to_thread(funded.node.snapshot)
-    await committed(indexer, task, await grow(funded, 4, seed=12))
-    assert await asyncio.to_thread(funded.node.revert, snapshot)
+    _, indexer, task, _ = await following(funded, tmp_path / "live", db, 4, 2, 11)
+    await revert(funded, await branch_a(funded, indexer, task, 4, seed=12))
     head = await grow(funded, 6, seed=13)
     await committed(indexer, task, head)
     await stop(indexer, task)
@@ -307,16 +301,12 @@ async def test_reorg_while_the_indexer_was_stopped_is_rolled_back_on_restart(
     funded, tmp_path, new_db
 ):
     db = new_db("sqlite", "live")
-    common = await grow(funded, 3, seed=14)
-    project = write_project(tmp_path / "live", funded, WINDOW)
-    indexer, task = start(project, db)
-    await committed(indexer, task, common)
-    snapshot = await asyncio.to_thread(funded.node.snapshot)
-    await committed(indexer, task, await grow(funded, 3, seed=15))
+    project, indexer, task, _ = await following(funded, tmp_path / "live", db, WINDOW, 3, 14)
+    # The indexer stops at the end of branch A; while none runs, the node replaces A by B,
+    # so only the hashes stored with the index can tell.
+    snapshot = await branch_a(funded, indexer, task, 3, seed=15)
     await stop(indexer, task)
-
-    # While no indexer runs, the node replaces the 3 blocks: only the stored hashes can tell.
-    assert await asyncio.to_thread(funded.node.revert, snapshot)
+    await revert(funded, snapshot)
     head = await grow(funded, 5, seed=16)
     restarted, task = start(project, db)
     await committed(restarted, task, head)
