@@ -179,6 +179,25 @@ class Storage(ABC):
         self.schema = schema
         self.layouts = {name: EntityLayout.of(spec) for name, spec in schema.entities.items()}
 
+    def _check_meta(self, meta: dict[str, str], config_fingerprint: str) -> None:
+        if not meta:
+            return
+        if meta.get("version") != FORMAT_VERSION:
+            raise mismatch_error(
+                "evmflow version", str(meta.get("version")), FORMAT_VERSION, self.url_for_humans
+            )
+        current = schema_fingerprint(self.schema)
+        if meta.get("schema") != current:
+            raise mismatch_error("schema", str(meta.get("schema")), current, self.url_for_humans)
+        if meta.get("config") != config_fingerprint:
+            raise mismatch_error(
+                "set of chains and contracts",
+                str(meta.get("config")),
+                config_fingerprint,
+                self.url_for_humans,
+            )
+        # Raises when the stored index was made for another schema or contract set.
+
     @abstractmethod
     async def open(self) -> None: ...
 

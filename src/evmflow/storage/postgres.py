@@ -31,7 +31,6 @@ from .base import (
     RollbackResult,
     Storage,
     history_table,
-    mismatch_error,
     quote,
     schema_fingerprint,
 )
@@ -159,24 +158,6 @@ class PostgresStorage(Storage):
             ]
         await self._create_staging(db)
         return IndexState(stored, int(values["last_checkpoint"]), checkpoints)
-
-    def _check_meta(self, meta: dict[str, str], config_fingerprint: str) -> None:
-        if not meta:
-            return
-        if meta.get("version") != FORMAT_VERSION:
-            raise mismatch_error(
-                "evmflow version", str(meta.get("version")), FORMAT_VERSION, self.url_for_humans
-            )
-        current = schema_fingerprint(self.schema)
-        if meta.get("schema") != current:
-            raise mismatch_error("schema", str(meta.get("schema")), current, self.url_for_humans)
-        if meta.get("config") != config_fingerprint:
-            raise mismatch_error(
-                "set of chains and contracts",
-                str(meta.get("config")),
-                config_fingerprint,
-                self.url_for_humans,
-            )
 
     async def _create_tables(self, db: asyncpg.Connection) -> None:
         await db.execute(

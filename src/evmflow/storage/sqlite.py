@@ -34,7 +34,6 @@ from .base import (
     RollbackResult,
     Storage,
     history_table,
-    mismatch_error,
     quote,
     schema_fingerprint,
 )
@@ -181,24 +180,6 @@ class SqliteStorage(Storage):
             db.execute("ROLLBACK")
             raise
         return IndexState(stored_chains, int(values["last_checkpoint"]), checkpoints)
-
-    def _check_meta(self, meta: dict[str, str], config_fingerprint: str) -> None:
-        if not meta:
-            return
-        if meta.get("version") != FORMAT_VERSION:
-            raise mismatch_error(
-                "evmflow version", str(meta.get("version")), FORMAT_VERSION, self.url_for_humans
-            )
-        current = schema_fingerprint(self.schema)
-        if meta.get("schema") != current:
-            raise mismatch_error("schema", str(meta.get("schema")), current, self.url_for_humans)
-        if meta.get("config") != config_fingerprint:
-            raise mismatch_error(
-                "set of chains and contracts",
-                str(meta.get("config")),
-                config_fingerprint,
-                self.url_for_humans,
-            )
 
     def _create_tables(self, db: sqlite3.Connection) -> None:
         db.execute(

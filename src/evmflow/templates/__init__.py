@@ -30,7 +30,10 @@ def write_template(template: str, directory: Path) -> list[Path]:
     name = re.sub(r"[^A-Za-z0-9_-]", "-", directory.resolve().name) or "evmflow-project"
     written = []
     for path in sorted(source.rglob("*")):
-        if "__pycache__" in path.parts or path.name == "__init__.py" and path.parent == source:
+        parts = path.relative_to(source).parts
+        # Leave out what running the template in place leaves behind (the bundled example
+        # is the erc20 template itself).
+        if any(p.startswith((".", "__pycache__")) or p == "typings" for p in parts):
             continue
         target = directory / path.relative_to(source)
         if path.is_dir():
@@ -38,7 +41,8 @@ def write_template(template: str, directory: Path) -> list[Path]:
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         if path.name == "evmflow.yaml":
-            target.write_text(path.read_text().replace("{{name}}", name))
+            text = re.sub(r"(?m)^name:.*$", f"name: {name}", path.read_text(), count=1)
+            target.write_text(text)
         else:
             shutil.copyfile(path, target)
         written.append(target)
