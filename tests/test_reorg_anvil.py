@@ -182,6 +182,27 @@ async def revert(erc20, snapshot: str) -> int:
     return await asyncio.to_thread(erc20.node.block_number)
 
 
+async def finish_on_branch_b(
+    erc20,
+    indexer: Indexer,
+    task: asyncio.Task,
+    blocks: int,
+    seed: int,
+    databases: tuple[str, str],
+    tmp_path: Path,
+) -> int:
+    """Mine branch B, let the indexer commit it, stop it; then one rollback must have made
+    its tables equal the final chain and a fresh index of it. Returns B's head."""
+    head = await grow(erc20, blocks, seed=seed)
+    await committed(indexer, task, head)
+    await stop(indexer, task)
+    assert (indexer.measures.reorgs, indexer.measures.rollbacks) == (1, 1)
+    db, fresh_db = databases
+    await assert_exact(erc20, db, head)
+    await assert_equals_fresh_index(erc20, tmp_path, db, fresh_db)
+    return head
+
+
 # --- tests ------------------------------------------------------------------------------------
 
 
@@ -202,15 +223,10 @@ async def test_revert_to_snapshot_and_longer_branch_rolls_back_to_the_common_blo
     _, indexer, task, common = await following(funded, tmp_path / "live", db, WINDOW, 3, 1)
     snapshot = await branch_a(funded, indexer, task, depth, seed=2)
     assert await revert(funded, snapshot) == common
-    head = await grow(funded, depth + 2, seed=3)  # branch B, longer than A
-    await committed(indexer, task, head)
-    await stop(indexer, task)
-
-    assert (indexer.measures.reorgs, indexer.measures.rollbacks) == (1, 1)
+    databases = (db, new_db(backend, "fresh"))
+    await finish_on_branch_b(funded, indexer, task, depth + 2, 3, databases, tmp_path)
     [line] = rollback_lines(caplog)
     assert f"to block {common} " in line, line
-    await assert_exact(funded, db, head)
-    await assert_equals_fresh_index(funded, tmp_path, db, new_db(backend, "fresh"))
 
 
 async def test_two_reorgs_in_a_row_each_roll_back(funded, tmp_path, new_db):
@@ -288,13 +304,8 @@ async def test_fork_exactly_as_deep_as_the_window_still_rolls_back(funded, tmp_p
     db = new_db("sqlite", "live")
     _, indexer, task, _ = await following(funded, tmp_path / "live", db, 4, 2, 11)
     await revert(funded, await branch_a(funded, indexer, task, 4, seed=12))
-    head = await grow(funded, 6, seed=13)
-    await committed(indexer, task, head)
-    await stop(indexer, task)
-
-    assert indexer.measures.rollbacks == 1
-    await assert_exact(funded, db, head)
-    await assert_equals_fresh_index(funded, tmp_path, db, new_db("sqlite", "fresh"))
+    databases = (db, new_db("sqlite", "fresh"))
+    await finish_on_branch_b(funded, indexer, task, 6, 13, databases, tmp_path)
 
 
 async def test_reorg_while_the_indexer_was_stopped_is_rolled_back_on_restart(
@@ -315,3 +326,34 @@ async def test_reorg_while_the_indexer_was_stopped_is_rolled_back_on_restart(
     assert restarted.measures.rollbacks == 1
     await assert_exact(funded, db, head)
     await assert_equals_fresh_index(funded, tmp_path, db, new_db("sqlite", "fresh"))
+
+
+async def test_reorg_during_a_slow_backfill_with_pages_buffered_from_the_old_branch(
+    funded, tmp_path, new_db
+):
+    # Commits are held and little may stay uncommitted, so the indexer crawls while its
+    # fetcher has pages of branch A buffered; the node replaces A under it.
+    db = new_db("sqlite", "live")
+    common = await grow(funded, 4, seed=17)
+    snapshot = await asyncio.to_thread(funded.node.snapshot)
+    await grow(funded, 30, seed=18)
+
+    held = True
+
+    async def slow_commit(commit):
+        if held:
+            await asyncio.sleep(0.05)
+
+    project = write_project(tmp_path / "live", funded, depth=64)
+    indexer = Indexer(project, db, batch_size=4, max_uncommitted=8, before_commit=slow_commit)
+    task = asyncio.create_task(indexer.run())
+    await wait_indexed(indexer, task, common + 3)
+    chain = indexer.chains[CHAIN_ID]
+    while not chain.pages.full():  # the fetcher's buffer of pages, all of branch A
+        assert not task.done()
+        await asyncio.sleep(0.01)
+    assert chain.progress.block < common + 30, "the backfill went too fast"
+    assert await revert(funded, snapshot) == common
+    held = False
+    databases = (db, new_db("sqlite", "fresh"))
+    await finish_on_branch_b(funded, indexer, task, 34, 19, databases, tmp_path)
