@@ -280,19 +280,22 @@ async def test_anvil_reorg_of_the_last_blocks_rolls_back(funded, tmp_path, new_d
     await assert_equals_fresh_index(funded, tmp_path, db, new_db("sqlite", "fresh"))
 
 
-async def test_reorg_deeper_than_the_window_stops_and_changes_nothing(funded, tmp_path, new_db):
+@pytest.mark.parametrize(("window", "orphaned"), [(3, 10), (4, 5)], ids=["far", "one-more"])
+async def test_reorg_deeper_than_the_window_stops_and_changes_nothing(
+    funded, tmp_path, new_db, window, orphaned
+):
     db = new_db("sqlite", "live")
-    _, indexer, task, _ = await following(funded, tmp_path / "live", db, 3, 2, 8)
-    snapshot = await branch_a(funded, indexer, task, 10, seed=9)  # 10 blocks > the window of 3
+    _, indexer, task, _ = await following(funded, tmp_path / "live", db, window, 2, 8)
+    snapshot = await branch_a(funded, indexer, task, orphaned, seed=9)
     before = await asyncio.to_thread(dump_db, db)
     await revert(funded, snapshot)
-    await grow(funded, 12, seed=10)
+    await grow(funded, orphaned + 2, seed=10)
 
     with pytest.raises(ReorgTooDeep) as failure:
         await asyncio.wait_for(task, 60)
     message = str(failure.value)
     assert f"chain {CHAIN_ID}" in message
-    assert "max_reorg_depth 3" in message
+    assert f"max_reorg_depth {window}" in message
     assert "Nothing was rolled back" in message and "--reset" in message
     assert indexer.measures.rollbacks == 0
     assert await asyncio.to_thread(dump_db, db) == before
