@@ -145,6 +145,9 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     return max(0.0, when.timestamp() - current)
 
 
+# The number of logs one eth_getLogs answer should carry at most, when the node allows more.
+TARGET_LOGS = 10_000
+
 class _TransportFault(Exception):
     """One failed exchange with one URL: worth retrying, maybe elsewhere."""
 
@@ -262,6 +265,9 @@ class RpcSource:
         self._block_lag = block_lag
         self._headers = {"Content-Type": "application/json", **(headers or {})}
         self._max_retries = max_retries
+        # While following the head, transport failures never end the run: a node that is down
+        # is waited for (with capped backoff and a warning every tenth attempt).
+        self._following = False
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
         self._max_retry_after = max_retry_after
@@ -302,6 +308,7 @@ class RpcSource:
     ) -> AsyncIterator[Page]:
         """Pages from ``from_block`` to ``to_block`` (``None``: follow the head forever)."""
         prepared = _prepare(filters)
+        self._following = to_block is None
         pending: deque[asyncio.Task[list[Page]]] = deque()
         planned = from_block
         served_up_to = -1  # the highest block the node has shown it can serve
@@ -373,6 +380,7 @@ class RpcSource:
                 continue
             pages.append(page)
             self._after_success(end - start + 1)
+            self._fit_span_to_logs(end - start + 1, len(page.logs))
             start = end + 1
             end = min(last, start + self._span - 1)
         return pages
@@ -402,6 +410,13 @@ class RpcSource:
             new_end,
         )
         return new_end
+
+    def _fit_span_to_logs(self, span: int, logs: int) -> None:
+        """Keep answers near TARGET_LOGS logs: a node without a result limit would otherwise
+        answer a wide range with every log at once, and memory would follow."""
+        if logs > TARGET_LOGS:
+            self._span = max(1, min(self._span, span * TARGET_LOGS // logs))
+            self._successes = 0
 
     def _after_success(self, span: int) -> None:
         if span < self._span:
@@ -618,13 +633,15 @@ class RpcSource:
             except _TransportFault as fault:
                 attempt += 1
                 self._set_aside(endpoint, fault)
-                if attempt > self._max_retries:
+                if attempt > self._max_retries and not self._following:
                     raise SourceError(
                         f"chain {self.chain_id}: {method} failed after {attempt} attempts; "
                         f"last at {endpoint.masked}: {fault}"
                     ) from fault
-                logger.debug(
-                    "chain %s: %s at %s failed (%s), attempt %d",
+                log_at = logging.WARNING if attempt % 10 == 0 else logging.DEBUG
+                logger.log(
+                    log_at,
+                    "chain %s: %s at %s failed (%s), attempt %d; retrying",
                     self.chain_id,
                     method,
                     endpoint.masked,
