@@ -43,7 +43,7 @@ FIRST_BLOCK = 3_000_000
 BLOCKS = 2_000
 LOGS = 40_000
 KILLS_PER_BACKEND = 11  # two backends: 22 kills in all
-MAX_ROUNDS = 6
+MAX_ROUNDS = 10
 
 
 # --- the generated archive ---------------------------------------------------------------------
@@ -211,7 +211,7 @@ def run_with_kills(
         try:
             if kills < kills_wanted:
                 try:
-                    code = process.wait(timeout=rng.uniform(0.8, 3.2))
+                    code = process.wait(timeout=rng.uniform(0.6, 2.2))
                 except subprocess.TimeoutExpired:
                     os.kill(process.pid, signal.SIGKILL)
                     process.wait()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 import sys
@@ -192,10 +193,18 @@ def serve_command(project_dir: Path, db: str | None, host: str, port: int, verbo
     write it at the same time from another process)."""
     _setup_logging(verbose, False)
     from .api import bind_socket, serve
+    from .engine import database_url
+    from .errors import DatabaseUnavailable
     from .project import load_project
 
     try:
         project = load_project(project_dir)
+        url = database_url(project, db)
+        if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+            raise DatabaseUnavailable(
+                f"there is no index at {url} yet",
+                hint=f"run 'evmflow run {project_dir}' first (or give --db)",
+            )
         listen = bind_socket(host, port)
     except UserError as exc:
         _fail(str(exc), 2)
@@ -279,7 +288,7 @@ def init(
         sys.exit(2)
     click.echo(f"wrote {len(written)} files to {directory}:")
     for path in written:
-        click.echo(f"  {path.relative_to(directory)}")
+        click.echo(f"  {os.path.relpath(path, directory)}")
     click.echo(f"run it with: evmflow run {directory}")
 
 

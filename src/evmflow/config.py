@@ -99,6 +99,9 @@ def _none_is_empty(value: Any) -> Any:
 
 def _hex_block(value: Any) -> Any:
     """Accept block numbers written in hex (``0x10``), as JSON-RPC prints them."""
+    if isinstance(value, bool):
+        # YAML reads yes/no/true/false as booleans, and pydantic would take true as 1.
+        raise ValueError(f"expected a whole number, got {str(value).lower()}")
     if isinstance(value, str) and value.lower().startswith("0x"):
         try:
             return int(value, 16)
@@ -148,6 +151,9 @@ class EngineConfig(_Model):
     batch_size: int = Field(5000, gt=0)
     """Events per batch."""
     max_uncommitted: int = Field(250_000, gt=0)
+    # Committed entities kept in memory for reads; past it they are dropped (the database
+    # has them) at the next batch boundary.
+    cache_limit: int = Field(250_000, gt=0)
     """Entity changes held in memory before processing waits for the writer."""
     pipeline: bool = True
     """False: wait for every commit before processing the next batch."""

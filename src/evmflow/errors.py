@@ -10,7 +10,9 @@ line, key or field), what is wrong and how to fix it::
     │   ├── SchemaError           schema.graphql: syntax or unsupported construct
     │   ├── HandlerError          a handler module that fails to load or registers wrongly
     │   ├── EntityError           a wrong value given to an entity field
-    │   └── DatabaseMismatchError the database was made for another schema or contract set
+    │   ├── DatabaseMismatchError the database was made for another schema or contract set
+    │   ├── DatabaseUnavailable   the database cannot be reached or opened
+    │   └── IndexBusyError        another evmflow process is indexing into the same database
     ├── HandlerFailed             a handler raised while processing an event
     ├── SourceError               a data source failed for good (after retries)
     └── WriterError               a commit failed; nothing of it was stored
@@ -83,6 +85,14 @@ class EntityError(UserError):
 
 class DatabaseMismatchError(UserError):
     """The database holds an index of another schema or contract set."""
+
+
+class DatabaseUnavailable(UserError):
+    """The database cannot be reached or opened."""
+
+
+class IndexBusyError(UserError):
+    """Another evmflow process is indexing into the same database."""
 
 
 class HandlerFailed(EvmflowError):

@@ -148,6 +148,7 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
 # The number of logs one eth_getLogs answer should carry at most, when the node allows more.
 TARGET_LOGS = 10_000
 
+
 class _TransportFault(Exception):
     """One failed exchange with one URL: worth retrying, maybe elsewhere."""
 

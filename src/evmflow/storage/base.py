@@ -205,6 +205,10 @@ class Storage(ABC):
     async def close(self) -> None: ...
 
     @abstractmethod
+    async def lock(self) -> None:
+        """Claim the index for this process until close(); IndexBusyError if another has it."""
+
+    @abstractmethod
     async def prepare(
         self, config_fingerprint: str, chain_starts: dict[int, int], reset: bool = False
     ) -> IndexState:

@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
+from ..errors import DatabaseUnavailable, IndexBusyError
 from ..schema import SchemaSpec
 from .base import (
     CHAINS_TABLE,
@@ -85,6 +86,32 @@ class PostgresStorage(Storage):
         return conn
 
     async def open(self) -> None:
+        try:
+            await self._open()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            await self.close()
+            raise DatabaseUnavailable(
+                f"cannot connect to PostgreSQL at {self.url_for_humans}: "
+                f"{type(exc).__name__}: {exc}",
+                hint="check that the server runs and the host, port, user and database name "
+                "are right (createdb NAME makes a missing database)",
+            ) from None
+
+    async def lock(self) -> None:
+        assert self._writer is not None
+        # A session lock, held by the writer's connection until it closes (or the process
+        # dies), keyed by the schema the index lives in.
+        taken = await self._writer.fetchval(
+            "SELECT pg_try_advisory_lock(hashtext('evmflow:' || current_schema()))"
+        )
+        if not taken:
+            raise IndexBusyError(
+                f"another evmflow process is indexing into {self.url_for_humans}",
+                hint="wait for it to finish or stop it; one indexer per database (or "
+                "?schema=) at a time",
+            )
+
+    async def _open(self) -> None:
         if self.pg_schema:
             conn = await asyncpg.connect(self.dsn)
             try:

@@ -13,6 +13,7 @@ or compare them.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from ..errors import DatabaseUnavailable, IndexBusyError
 from ..schema import SchemaSpec
 from .base import (
     CHAINS_TABLE,
@@ -72,6 +74,7 @@ class SqliteStorage(Storage):
         self.url_for_humans = f"sqlite:///{path}"
         self._reader: sqlite3.Connection | None = None
         self._writer: sqlite3.Connection | None = None
+        self._lock_file: Any = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evmflow-sqlite")
         self._to_db = {
             n: row_converter([sqlite_to_db(f) for f in lay.fields])
@@ -100,10 +103,31 @@ class SqliteStorage(Storage):
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     async def open(self) -> None:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._writer = await self._in_thread(connect, self.path)
-        self._reader = connect(self.path)
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._writer = await self._in_thread(connect, self.path)
+            self._reader = connect(self.path)
+        except (OSError, sqlite3.Error) as exc:
+            raise DatabaseUnavailable(
+                f"cannot open the SQLite database {self.path}: {exc}",
+                hint="check the path and its permissions (sqlite:///relative/to/project.db or "
+                "sqlite:////absolute/path.db)",
+            ) from None
+
+    async def lock(self) -> None:
+        if self.path == ":memory:":
+            return
+        self._lock_file = open(self.path + ".lock", "a+")  # noqa: SIM115 - held until close
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            self._lock_file = None
+            raise IndexBusyError(
+                f"another evmflow process is indexing into {self.path}",
+                hint="wait for it to finish or stop it; one indexer per database at a time",
+            ) from None
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -113,6 +137,9 @@ class SqliteStorage(Storage):
             self._reader.close()
             self._reader = None
         self._thread.shutdown(wait=True)
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the lock
+            self._lock_file = None
 
     # -- setup -------------------------------------------------------------------------------
 
