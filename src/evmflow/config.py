@@ -257,6 +257,8 @@ class ContractConfig(_Model):
     )
     """Filled with every chain id when evmflow.yaml leaves it out."""
     start_block: BlockNumber | None = None
+    registered: bool = False
+    """Addresses come from registration handlers (a factory's children), not from the config."""
 
     _event_abis: list[EventAbi] = PrivateAttr(default_factory=list)
 
@@ -280,6 +282,16 @@ class ContractConfig(_Model):
     @classmethod
     def _unique_addresses(cls, addresses: list[str]) -> list[str]:
         return list(dict.fromkeys(addresses))
+
+    @model_validator(mode="after")
+    def _registered_has_no_addresses(self) -> ContractConfig:
+        if self.registered and self.addresses:
+            raise _Fault(
+                f"contract {self.name} is 'registered' and also lists addresses",
+                hint="a registered contract takes its addresses from registration handlers: "
+                "remove 'address', or remove 'registered: true'",
+            )
+        return self
 
 
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -357,6 +369,7 @@ class ProjectConfig(_Model):
                         "events": sorted(_event_identity(e) for e in c.event_abis),
                         "chains": sorted(c.chains),
                         "start_block": c.start_block,
+                        "registered": c.registered,
                     }
                     for c in self.contracts
                 ),

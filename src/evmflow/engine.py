@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .config import ChainConfig
-from .errors import ConfigError
+from .errors import ConfigError, HandlerError
 from .events import Event
 from .processor import Handler, Processor
 from .project import Project, load_project
@@ -29,7 +31,14 @@ from .reorg import (
     plan_rewind,
 )
 from .sources.base import Page, Source
-from .storage.base import ChainProgress, Checkpoint, Commit, Storage, open_storage
+from .storage.base import (
+    ChainProgress,
+    Checkpoint,
+    Commit,
+    Registration,
+    Storage,
+    open_storage,
+)
 from .store import Batch, Store
 from .writer import Writer
 
@@ -53,6 +62,9 @@ class ChainState:
     fetch_task: asyncio.Task | None = None
     by_address: dict = field(default_factory=dict)
     wildcard: dict = field(default_factory=dict)
+    registered_routes: dict = field(default_factory=dict)
+    # Registered contract -> address -> the registration (from its block and log index on).
+    registered: dict[str, dict[str, Registration]] = field(default_factory=dict)
     head: int | None = None  # the highest block known to exist (for progress display)
     # Reorg window: the node's head, the hashes of window blocks seen by the fetcher, the
     # committed-or-queued window checkpoints, and a fork the fetcher found.
@@ -210,7 +222,7 @@ class Indexer:
             self.store = Store(project.schema.entities, project.classes)
             self.writer = Writer(storage, self.before_commit)
             self.writer.start()
-            self._start_chains(state.chains, state.checkpoints)
+            self._start_chains(state.chains, state.checkpoints, state.registrations)
             try:
                 await self._loop()
             finally:
@@ -229,7 +241,10 @@ class Indexer:
             await storage.close()
 
     def _start_chains(
-        self, progress: dict[int, ChainProgress], checkpoints: list[Checkpoint]
+        self,
+        progress: dict[int, ChainProgress],
+        checkpoints: list[Checkpoint],
+        registrations: list[Registration],
     ) -> None:
         for chain_config in self.project.config.chains:
             source = self.source_overrides.get(chain_config.id) or make_source(
@@ -238,7 +253,12 @@ class Indexer:
             chain = ChainState(
                 chain_config, source, progress[chain_config.id], chain_config.end_block
             )
-            chain.by_address, chain.wildcard = self.project.routes(chain_config.id)
+            chain.by_address, chain.wildcard, chain.registered_routes = self.project.routes(
+                chain_config.id
+            )
+            for reg in registrations:
+                if reg.chain_id == chain_config.id:
+                    chain.registered.setdefault(reg.contract, {})[reg.address] = reg
             # The window's hashes, as committed: a restart inside the window still sees a fork.
             chain.checkpoints = [c for c in checkpoints if c.chain_id == chain_config.id]
             chain.hashes = {c.block: c.block_hash for c in chain.checkpoints}
@@ -454,7 +474,7 @@ class Indexer:
                 to_block = rest_from - 1
                 logs = logs[:cut]
         first_new = len(events)
-        decoded = self._decode(chain, logs, page, events)
+        decoded = self._decode(chain, logs, page, events, batch)
         if chain.in_window(to_block):
             self._record_window(chain, page, to_block, events[first_new:], batch)
         chain.progress = ChainProgress(to_block, chain.progress.events + decoded)
@@ -533,6 +553,12 @@ class Indexer:
         )
         result = await self.storage.rollback(plan.target_checkpoint, plan.progress)
         self.store.clear()
+        for each in self.chains.values():
+            for addresses in each.registered.values():
+                for address in [
+                    a for a, r in addresses.items() if r.checkpoint > plan.target_checkpoint
+                ]:
+                    del addresses[address]
         for cid, progress in plan.progress.items():
             rewound = self.chains[cid]
             await self._stop_fetch(rewound)
@@ -578,10 +604,14 @@ class Indexer:
             "if the node is wrong, point the chain at another one"
         )
 
-    def _decode(self, chain: ChainState, logs: list, page: Page, events: list[Event]) -> int:
+    def _decode(
+        self, chain: ChainState, logs: list, page: Page, events: list[Event], batch: Batch
+    ) -> int:
         started = time.perf_counter()
         by_address = chain.by_address
         wildcard = chain.wildcard
+        registered_routes = chain.registered_routes
+        registered = chain.registered
         chain_id = chain.chain_id
         blocks = page.blocks
         checkpoint = self._checkpoint
@@ -594,12 +624,16 @@ class Indexer:
             topic0 = topics[0]
             bindings = by_address.get((topic0, log_.address))
             extra = wildcard.get(topic0)
+            if extra is not None:
+                bindings = extra if bindings is None else bindings + extra
+            if registered_routes:
+                children = registered_routes.get(topic0)
+                if children is not None:
+                    mine = [b for b in children if _registered_before(registered, b.contract, log_)]
+                    if mine:
+                        bindings = mine if bindings is None else bindings + mine
             if bindings is None:
-                if extra is None:
-                    continue
-                bindings = extra
-            elif extra is not None:
-                bindings = bindings + extra
+                continue
             for binding in bindings:
                 if binding.start_block is not None and log_.block_number < binding.start_block:
                     continue
@@ -627,11 +661,86 @@ class Indexer:
                     checkpoint,
                 )
                 event._handlers = binding.handlers
-                events.append(event)
-                count += 1
+                if binding.registrars:
+                    self._checkpoint = checkpoint
+                    _run_registrars(chain, binding, event, batch)
+                if binding.handlers:
+                    events.append(event)
+                    count += 1
         self._checkpoint = checkpoint
         self.measures.decode_seconds += time.perf_counter() - started
         return count
+
+
+def _registered_before(registered: dict, contract: str, log_: Any) -> bool:
+    """Is the log's address a registered child of ``contract`` at the log's position?"""
+    addresses = registered.get(contract)
+    if not addresses:
+        return False
+    reg = addresses.get(log_.address)
+    if reg is None:
+        return False
+    return (log_.block_number, log_.log_index) > (reg.block, reg.log_index)
+
+
+class Registrar:
+    """The second argument of a registration function: ``registrar.add(Pair, address)``."""
+
+    def __init__(self, chain: ChainState, event: Event, batch: Batch, known: set[str]) -> None:
+        self._chain = chain
+        self._event = event
+        self._batch = batch
+        self._known = known
+
+    def add(self, contract: Any, address: str) -> None:
+        name = contract if isinstance(contract, str) else getattr(contract, "_name", None)
+        if name not in self._known:
+            raise HandlerError(
+                f"registration for {self._event.contract}.{self._event.name} adds an address "
+                f"to {name!r}, which is not a registered contract on chain "
+                f"{self._chain.chain_id}",
+                hint="mark the child contract 'registered: true' in evmflow.yaml and list "
+                "this chain in its 'chains'",
+            )
+        if not isinstance(address, str) or len(address) != 42 or not address.startswith("0x"):
+            raise HandlerError(
+                f"registration for {self._event.contract}.{self._event.name} gave {address!r}",
+                hint="pass a 0x-prefixed 20-byte address",
+            )
+        address = address.lower()
+        addresses = self._chain.registered.setdefault(name, {})
+        if address in addresses:
+            return
+        event = self._event
+        reg = Registration(
+            self._chain.chain_id,
+            name,
+            address,
+            event.block_number,
+            event.log_index,
+            event.checkpoint,
+        )
+        addresses[address] = reg
+        self._batch.registrations.append(reg)
+
+
+def _run_registrars(chain: ChainState, binding: Any, event: Event, batch: Batch) -> None:
+    known = {b.contract for bs in chain.registered_routes.values() for b in bs}
+    registrar = Registrar(chain, event, batch, known)
+    for fn in binding.registrars:
+        result = fn(event, registrar)
+        if inspect.iscoroutine(result):
+            # An async registration function runs to its end at once: it has nothing to
+            # wait for (it cannot read entities).
+            try:
+                result.send(None)
+            except StopIteration:
+                continue
+            result.close()
+            raise HandlerError(
+                f"registration function {getattr(fn, '__qualname__', fn)} awaited something",
+                hint="registration functions may only call registrar.add(...)",
+            )
 
 
 def _handlers_of(event: Event) -> list[Handler]:

@@ -52,6 +52,13 @@ class EventRef:
         self._registry.handlers.setdefault((self.contract, self.event), []).append(fn)
         return fn
 
+    def register(self, fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        """Register a function ``(event, registrar)`` that adds child contract addresses
+        (``registrar.add(Pair, address)``) when this event is seen. It runs as the event is
+        fetched, before any handler, and must not read entities."""
+        self._registry.registrars.setdefault((self.contract, self.event), []).append(fn)
+        return fn
+
     def __repr__(self) -> str:
         return f"<event {self.contract}.{self.event}>"
 
@@ -87,6 +94,7 @@ class Registry:
 
     contracts: dict[str, ContractRef] = field(default_factory=dict)
     handlers: dict[tuple[str, str], list[Handler]] = field(default_factory=dict)
+    registrars: dict[tuple[str, str], list[Callable[[Any, Any], Any]]] = field(default_factory=dict)
 
 
 _active: Registry | None = None

@@ -29,6 +29,8 @@ class EventBinding:
     addresses: list[str]  # empty: any address
     chains: list[int]
     start_block: int | None
+    registered: bool = False  # addresses come from registration handlers
+    registrars: list = field(default_factory=list)
 
 
 @dataclass
@@ -47,26 +49,32 @@ class Project:
                 continue
             f = by_contract.get(b.contract)
             if f is None:
+                # Registered contracts are fetched by topic and matched against the
+                # registered addresses locally: no refetch when an address is added, and no
+                # limit on how many there are.
                 f = by_contract[b.contract] = LogFilter(list(b.addresses) or None, [])
             if b.decoder.event.topic0 not in f.topic0s:
                 f.topic0s.append(b.decoder.event.topic0)
         return list(by_contract.values())
 
-    def routes(self, chain_id: int) -> tuple[dict, dict]:
-        """Lookup tables for a log: (topic0, address) -> bindings, and topic0 -> bindings
-        of contracts that take any address."""
+    def routes(self, chain_id: int) -> tuple[dict, dict, dict]:
+        """Lookup tables for a log: (topic0, address) -> bindings, topic0 -> bindings of
+        contracts that take any address, and topic0 -> bindings of registered contracts."""
         by_address: dict[tuple[str, str], list[EventBinding]] = {}
         wildcard: dict[str, list[EventBinding]] = {}
+        registered: dict[str, list[EventBinding]] = {}
         for b in self.bindings:
             if chain_id not in b.chains:
                 continue
             topic0 = b.decoder.event.topic0
-            if b.addresses:
+            if b.registered:
+                registered.setdefault(topic0, []).append(b)
+            elif b.addresses:
                 for address in b.addresses:
                     by_address.setdefault((topic0, address), []).append(b)
             else:
                 wildcard.setdefault(topic0, []).append(b)
-        return by_address, wildcard
+        return by_address, wildcard, registered
 
 
 def load_project(path: str | Path) -> Project:
@@ -80,7 +88,8 @@ def load_project(path: str | Path) -> Project:
     for contract in config.contracts:
         for event in contract.event_abis:
             handlers = registry.handlers.get((contract.name, event.name), [])
-            if not handlers:
+            registrars = registry.registrars.get((contract.name, event.name), [])
+            if not handlers and not registrars:
                 log.warning(
                     "no handler registered for %s.%s: its events are fetched but ignored",
                     contract.name,
@@ -95,6 +104,8 @@ def load_project(path: str | Path) -> Project:
                     list(contract.addresses),
                     list(contract.chains),
                     contract.start_block,
+                    contract.registered,
+                    registrars,
                 )
             )
     known = {(b.contract, b.event) for b in project.bindings}

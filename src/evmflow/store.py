@@ -25,7 +25,7 @@ from typing import Any
 from .entities import Entity
 from .errors import EntityError
 from .schema import EntitySpec
-from .storage.base import ChainProgress, Checkpoint, Commit
+from .storage.base import ChainProgress, Checkpoint, Commit, Registration
 
 # get_where operators, evaluated on stored Python values.
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
@@ -66,6 +66,7 @@ class Batch:
     history: dict[str, dict[tuple[str, int], tuple | None]] = field(default_factory=dict)
     checkpoints: list[Checkpoint] = field(default_factory=list)
     window_floor: dict[int, int] = field(default_factory=dict)
+    registrations: list[Registration] = field(default_factory=list)
 
     def size(self) -> int:
         return sum(len(c) for c in self.changes.values())
@@ -79,6 +80,7 @@ class Batch:
             self.history,
             self.checkpoints,
             self.window_floor,
+            self.registrations,
         )
 
 

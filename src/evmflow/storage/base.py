@@ -7,6 +7,7 @@ Tables, all in one database (or PostgreSQL schema):
   checkpoint id handed out, the entity tables this index owns;
 - ``_evmflow_chains``: per chain, the highest block whose events are all committed and the
   number of events handled;
+- ``_evmflow_addresses``: child contract addresses added by registration handlers;
 - inside each chain's reorg window only: ``_evmflow_checkpoints`` (id, chain, block, block hash,
   events before the block) and per entity ``_evmflow_history_<Entity>``: the entity's version
   after each checkpoint that changed it (``deleted`` marks a delete), plus one baseline row at
@@ -31,6 +32,7 @@ FORMAT_VERSION = "1"
 META_TABLE = "_evmflow_meta"
 CHAINS_TABLE = "_evmflow_chains"
 CHECKPOINTS_TABLE = "_evmflow_checkpoints"
+REGISTRATIONS_TABLE = "_evmflow_addresses"
 
 
 def history_table(entity: str) -> str:
@@ -76,6 +78,18 @@ class Checkpoint:
     events_before: int  # the chain's event count before this block
 
 
+@dataclass(slots=True, frozen=True)
+class Registration:
+    """A child contract address added by a registration handler, from (block, log_index) on."""
+
+    chain_id: int
+    contract: str
+    address: str
+    block: int
+    log_index: int
+    checkpoint: int
+
+
 @dataclass(slots=True)
 class IndexState:
     """What a database holds when the indexer starts."""
@@ -83,6 +97,7 @@ class IndexState:
     chains: dict[int, ChainProgress]
     last_checkpoint: int
     checkpoints: list[Checkpoint] = field(default_factory=list)
+    registrations: list[Registration] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -107,6 +122,7 @@ class Commit:
     history: dict[str, dict[tuple[str, int], tuple | None]] = field(default_factory=dict)
     checkpoints: list[Checkpoint] = field(default_factory=list)
     window_floor: dict[int, int] = field(default_factory=dict)
+    registrations: list[Registration] = field(default_factory=list)
 
     @property
     def in_window(self) -> bool:
@@ -117,6 +133,7 @@ class Commit:
             self.history.setdefault(entity, {}).update(versions)
         self.checkpoints += later.checkpoints
         self.window_floor.update(later.window_floor)
+        self.registrations += later.registrations
         for entity, rows in later.changes.items():
             mine = self.changes.get(entity)
             if mine is None:

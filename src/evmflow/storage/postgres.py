@@ -25,10 +25,12 @@ from .base import (
     FORMAT_VERSION,
     META_TABLE,
     OPERATORS,
+    REGISTRATIONS_TABLE,
     ChainProgress,
     Checkpoint,
     Commit,
     IndexState,
+    Registration,
     RollbackResult,
     Storage,
     history_table,
@@ -148,6 +150,7 @@ class PostgresStorage(Storage):
                     await db.execute(f"DROP TABLE IF EXISTS {history_table(table)}")
                 await db.execute(f"DROP TABLE IF EXISTS {CHAINS_TABLE}")
                 await db.execute(f"DROP TABLE IF EXISTS {CHECKPOINTS_TABLE}")
+                await db.execute(f"DROP TABLE IF EXISTS {REGISTRATIONS_TABLE}")
                 await db.execute(f"DELETE FROM {META_TABLE}")
                 meta = {}
             self._check_meta(meta, config_fingerprint)
@@ -183,8 +186,15 @@ class PostgresStorage(Storage):
                     "ORDER BY id"
                 )
             ]
+            registrations = [
+                Registration(r[0], r[1], r[2], r[3], r[4], r[5])
+                for r in await db.fetch(
+                    f"SELECT chain_id, contract, address, block, log_index, checkpoint "
+                    f"FROM {REGISTRATIONS_TABLE} ORDER BY checkpoint"
+                )
+            ]
         await self._create_staging(db)
-        return IndexState(stored, int(values["last_checkpoint"]), checkpoints)
+        return IndexState(stored, int(values["last_checkpoint"]), checkpoints, registrations)
 
     async def _create_tables(self, db: asyncpg.Connection) -> None:
         await db.execute(
@@ -195,6 +205,12 @@ class PostgresStorage(Storage):
             f"CREATE TABLE IF NOT EXISTS {CHECKPOINTS_TABLE} (id BIGINT PRIMARY KEY, "
             "chain_id BIGINT NOT NULL, block BIGINT NOT NULL, hash TEXT NOT NULL, "
             "events_before BIGINT NOT NULL)"
+        )
+        await db.execute(
+            f"CREATE TABLE IF NOT EXISTS {REGISTRATIONS_TABLE} (chain_id BIGINT NOT NULL, "
+            "contract TEXT NOT NULL, address TEXT NOT NULL, block BIGINT NOT NULL, "
+            "log_index BIGINT NOT NULL, checkpoint BIGINT NOT NULL, "
+            "PRIMARY KEY (chain_id, contract, address))"
         )
         for name, lay in self.layouts.items():
             history_cols = ", ".join(
@@ -273,6 +289,16 @@ class PostgresStorage(Storage):
         async with db.transaction():
             if commit.in_window:
                 await self._write_history(db, commit)
+            if commit.registrations:
+                await db.executemany(
+                    f"INSERT INTO {REGISTRATIONS_TABLE} (chain_id, contract, address, block, "
+                    "log_index, checkpoint) VALUES ($1, $2, $3, $4, $5, $6) "
+                    "ON CONFLICT DO NOTHING",
+                    [
+                        (r.chain_id, r.contract, r.address, r.block, r.log_index, r.checkpoint)
+                        for r in commit.registrations
+                    ],
+                )
             for entity, rows in commit.changes.items():
                 lay = self.layouts[entity]
                 deletes = [i for i, r in rows.items() if r is None]
@@ -423,6 +449,9 @@ class PostgresStorage(Storage):
                 result.removed += len(remove)
                 await db.execute(f"DELETE FROM {table} WHERE checkpoint > $1", target_checkpoint)
             await db.execute(f"DELETE FROM {CHECKPOINTS_TABLE} WHERE id > $1", target_checkpoint)
+            await db.execute(
+                f"DELETE FROM {REGISTRATIONS_TABLE} WHERE checkpoint > $1", target_checkpoint
+            )
             await db.executemany(
                 f"UPDATE {CHAINS_TABLE} SET block = $1, events = $2 WHERE chain_id = $3",
                 [(p.block, p.events, cid) for cid, p in chains.items()],

@@ -29,10 +29,12 @@ from .base import (
     FORMAT_VERSION,
     META_TABLE,
     OPERATORS,
+    REGISTRATIONS_TABLE,
     ChainProgress,
     Checkpoint,
     Commit,
     IndexState,
+    Registration,
     RollbackResult,
     Storage,
     history_table,
@@ -166,6 +168,7 @@ class SqliteStorage(Storage):
                     db.execute(f"DROP TABLE IF EXISTS {history_table(table)}")
                 db.execute(f"DROP TABLE IF EXISTS {CHAINS_TABLE}")
                 db.execute(f"DROP TABLE IF EXISTS {CHECKPOINTS_TABLE}")
+                db.execute(f"DROP TABLE IF EXISTS {REGISTRATIONS_TABLE}")
                 db.execute(f"DELETE FROM {META_TABLE}")
                 meta = {}
             self._check_meta(meta, config_fingerprint)
@@ -202,11 +205,18 @@ class SqliteStorage(Storage):
                     "ORDER BY id"
                 )
             ]
+            registrations = [
+                Registration(*row)
+                for row in db.execute(
+                    f"SELECT chain_id, contract, address, block, log_index, checkpoint "
+                    f"FROM {REGISTRATIONS_TABLE} ORDER BY checkpoint"
+                )
+            ]
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return IndexState(stored_chains, int(values["last_checkpoint"]), checkpoints)
+        return IndexState(stored_chains, int(values["last_checkpoint"]), checkpoints, registrations)
 
     def _create_tables(self, db: sqlite3.Connection) -> None:
         db.execute(
@@ -217,6 +227,12 @@ class SqliteStorage(Storage):
             f"CREATE TABLE IF NOT EXISTS {CHECKPOINTS_TABLE} (id INTEGER PRIMARY KEY, "
             "chain_id INTEGER NOT NULL, block INTEGER NOT NULL, hash TEXT NOT NULL, "
             "events_before INTEGER NOT NULL)"
+        )
+        db.execute(
+            f"CREATE TABLE IF NOT EXISTS {REGISTRATIONS_TABLE} (chain_id INTEGER NOT NULL, "
+            "contract TEXT NOT NULL, address TEXT NOT NULL, block INTEGER NOT NULL, "
+            "log_index INTEGER NOT NULL, checkpoint INTEGER NOT NULL, "
+            "PRIMARY KEY (chain_id, contract, address))"
         )
         for name, lay in self.layouts.items():
             types = [column_type(f, SQLITE_TYPES, "TEXT") for f in lay.fields]
@@ -294,6 +310,15 @@ class SqliteStorage(Storage):
         try:
             if commit.in_window:
                 self._write_history(db, commit)
+            if commit.registrations:
+                db.executemany(
+                    f"INSERT INTO {REGISTRATIONS_TABLE} (chain_id, contract, address, block, "
+                    "log_index, checkpoint) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    [
+                        (r.chain_id, r.contract, r.address, r.block, r.log_index, r.checkpoint)
+                        for r in commit.registrations
+                    ],
+                )
             for entity, rows in commit.changes.items():
                 upserts = [r for r in rows.values() if r is not None]
                 deletes = [(i,) for i, r in rows.items() if r is None]
@@ -414,6 +439,7 @@ class SqliteStorage(Storage):
                         result.restored += 1
                 db.execute(f"DELETE FROM {table} WHERE checkpoint > ?", (target,))
             db.execute(f"DELETE FROM {CHECKPOINTS_TABLE} WHERE id > ?", (target,))
+            db.execute(f"DELETE FROM {REGISTRATIONS_TABLE} WHERE checkpoint > ?", (target,))
             db.executemany(
                 f"UPDATE {CHAINS_TABLE} SET block = ?, events = ? WHERE chain_id = ?",
                 [(p.block, p.events, cid) for cid, p in chains.items()],
