@@ -377,3 +377,43 @@ def test_pipelined_reads_and_commits_equal_a_serial_run_postgres(
             await drop_pg(schema)
 
     asyncio.run(go())
+
+
+@pytest.mark.postgres
+async def test_database_going_away_mid_run_stops_with_earlier_batches_kept(tmp_path):
+    project = write_project(tmp_path / "p", end_block=4)
+    probe.reset({(b, 0): [("set", f"i{b}", "x", b)] for b in (1, 2, 3, 4)})
+    logs, _ = one_event_per_block(probe.PROGRAM)
+    url, schema = await pg_url()
+    commits = []
+
+    async def cut_the_connection(commit):
+        commits.append(commit.description)
+        if len(commits) == 3:
+            # The server drops the writer's session, as a restart or a network cut would.
+            admin = await asyncpg.connect(PG)
+            pid = indexer.storage._writer.get_server_pid()
+            await admin.execute("SELECT pg_terminate_backend($1)", pid)
+            await admin.close()
+
+    indexer = Indexer(
+        project,
+        url,
+        batch_size=1,
+        pipeline=False,
+        before_commit=cut_the_connection,
+        sources={1: ListSource(logs, 4)},
+    )
+    try:
+        with pytest.raises(WriterError) as failure:
+            await indexer.run()
+        assert "chain 1 blocks 3-3" in str(failure.value)
+        assert "nothing of it was stored" in str(failure.value)
+        assert await table_rows(url, project) == [("i1", "x", 1), ("i2", "x", 2)]
+
+        # The next start resumes from the committed progress and finishes the job.
+        probe.reset({(b, 0): [("set", f"i{b}", "x", b)] for b in (1, 2, 3, 4)})
+        await Indexer(project, url, sources={1: ListSource(logs, 4)}).run()
+        assert await table_rows(url, project) == [(f"i{b}", "x", b) for b in (1, 2, 3, 4)]
+    finally:
+        await drop_pg(schema)
