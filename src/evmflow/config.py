@@ -24,7 +24,7 @@ import keyword
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import pydantic
 import yaml
@@ -151,12 +151,15 @@ class EngineConfig(_Model):
     batch_size: int = Field(5000, gt=0)
     """Events per batch."""
     max_uncommitted: int = Field(250_000, gt=0)
-    # Committed entities kept in memory for reads; past it they are dropped (the database
-    # has them) at the next batch boundary.
-    cache_limit: int = Field(250_000, gt=0)
     """Entity changes held in memory before processing waits for the writer."""
+    cache_limit: int = Field(250_000, gt=0)
+    """Committed entities kept in memory for reads; past it they are dropped at the next
+    batch boundary (the database has them)."""
     pipeline: bool = True
     """False: wait for every commit before processing the next batch."""
+    multichain: Literal["unordered", "ordered"] = "unordered"
+    """ordered: events of all chains in one order (block timestamp, chain id, block, log
+    index); unordered: each chain in its own order, chains interleaved by batch."""
 
 
 class RpcSourceConfig(_Model):

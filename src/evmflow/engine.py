@@ -172,6 +172,7 @@ class Indexer:
         self.before_commit = before_commit
         self.source_overrides = sources or {}
         self.preload_enabled = preload
+        self.ordered = engine.multichain == "ordered"
         self.cache_limit = cache_limit or engine.cache_limit
         self.on_storage_open = on_storage_open
         self.measures = Measures()
@@ -399,6 +400,83 @@ class Indexer:
         return item
 
     async def _next_batch(self) -> tuple[Batch | None, list[Event]]:
+        if self.ordered:
+            return await self._next_batch_ordered()
+        return await self._next_batch_unordered()
+
+    async def _next_batch_ordered(self) -> tuple[Batch | None, list[Event]]:
+        """Up to batch_size events in one order across chains: block timestamp, chain id,
+        block, log index.
+
+        The next block to take is the earliest among every chain's next block that has
+        events, so each chain must have its next such block buffered (or be finished): this
+        mode waits for the slowest chain, by design.
+        """
+        budget = self.batch_size
+        events: list[Event] = []
+        self._seq += 1
+        batch = Batch(self._seq)
+        ranges: dict[int, list[int]] = {}
+        while budget > 0:
+            candidates: list[tuple[tuple[int, int, int], ChainState]] = []
+            for chain in self.chains.values():
+                while chain.reorg_at is None and (chain.pending is None or not chain.pending.logs):
+                    if chain.pending is not None:
+                        # A stretch without logs: nothing to order, just progress.
+                        empty, chain.pending = chain.pending, None
+                        self._take(chain, empty, budget, events, batch, ranges)
+                        continue
+                    page = await self._take_page(chain, wait=not batch.chains)
+                    if page is None:
+                        break
+                    chain.pending = page
+                if chain.reorg_at is None and chain.pending is not None and chain.pending.logs:
+                    first = chain.pending.logs[0]
+                    candidates.append(
+                        (
+                            (_timestamp(first, chain.pending), chain.chain_id, first.block_number),
+                            chain,
+                        )
+                    )
+                elif not chain.done and chain.reorg_at is None:
+                    # This chain's next events are unknown yet: the order cannot go on.
+                    candidates = []
+                    break
+            if not candidates:
+                break
+            _, chain = min(candidates, key=lambda c: c[0])
+            page = chain.pending
+            assert page is not None
+            block = page.logs[0].block_number
+            cut = 1
+            while cut < len(page.logs) and page.logs[cut].block_number == block:
+                cut += 1
+            part = Page(page.from_block, block, page.logs[:cut], page.blocks)
+            rest_logs = page.logs[cut:]
+            chain.pending = (
+                Page(block + 1, page.to_block, rest_logs, page.blocks)
+                if rest_logs or block < page.to_block
+                else None
+            )
+            budget -= self._take(chain, part, budget + cut, events, batch, ranges)
+            if self._stop is not None and self._stop.is_set():
+                break
+        return self._finish_batch(batch, events, ranges)
+
+    def _finish_batch(
+        self, batch: Batch, events: list[Event], ranges: dict[int, list[int]]
+    ) -> tuple[Batch | None, list[Event]]:
+        if not batch.chains:
+            self._seq -= 1
+            return None, []
+        batch.description = ", ".join(
+            f"chain {cid} blocks {first}-{last}" for cid, (first, last) in ranges.items()
+        )
+        batch.first_checkpoint = events[0].checkpoint if events else self._checkpoint
+        batch.last_checkpoint = self._checkpoint
+        return batch, events
+
+    async def _next_batch_unordered(self) -> tuple[Batch | None, list[Event]]:
         """Up to batch_size events from the chains' buffers, whole blocks only.
 
         Takes what is buffered without waiting, and waits only while the batch is empty.
@@ -407,7 +485,7 @@ class Indexer:
         events: list[Event] = []
         self._seq += 1
         batch = Batch(self._seq)
-        ranges: list[str] = []
+        ranges: dict[int, list[int]] = {}
         while budget > 0:
             active = [c for c in self.chains.values() if not c.done or c.pending or c.ready]
             if not active:
@@ -431,13 +509,7 @@ class Indexer:
             await self._wait_any_page(waiting)
             if self._stop is not None and self._stop.is_set():
                 break
-        if not batch.chains:
-            self._seq -= 1
-            return None, []
-        batch.description = ", ".join(ranges)
-        batch.first_checkpoint = events[0].checkpoint if events else self._checkpoint
-        batch.last_checkpoint = self._checkpoint
-        return batch, events
+        return self._finish_batch(batch, events, ranges)
 
     async def _wait_any_page(self, chains: list[ChainState]) -> None:
         """Wait until some chain has a page (or news) buffered in ``ready``."""
@@ -459,7 +531,7 @@ class Indexer:
         budget: int,
         events: list[Event],
         batch: Batch,
-        ranges: list[str],
+        ranges: dict[int, list[int]],
     ) -> int:
         """Decode a page (or its first whole blocks, up to ``budget`` logs) into ``events``."""
         logs = page.logs
@@ -479,7 +551,8 @@ class Indexer:
             self._record_window(chain, page, to_block, events[first_new:], batch)
         chain.progress = ChainProgress(to_block, chain.progress.events + decoded)
         batch.chains[chain.chain_id] = chain.progress
-        ranges.append(f"chain {chain.chain_id} blocks {page.from_block}-{to_block}")
+        span = ranges.setdefault(chain.chain_id, [page.from_block, to_block])
+        span[1] = to_block
         return max(len(logs), 1)
 
     def _record_window(
@@ -670,6 +743,12 @@ class Indexer:
         self._checkpoint = checkpoint
         self.measures.decode_seconds += time.perf_counter() - started
         return count
+
+
+def _timestamp(log_: Any, page: Page) -> int:
+    if log_.block_timestamp is not None:
+        return int(log_.block_timestamp)
+    return page.blocks[log_.block_number].timestamp
 
 
 def _registered_before(registered: dict, contract: str, log_: Any) -> bool:

@@ -34,8 +34,15 @@ def transfer(
     )
 
 
+def _at_time(log: Log, timestamp: int) -> Log:
+    log.block_timestamp = timestamp
+    return log
+
+
 class ForkableChain:
-    def __init__(self) -> None:
+    def __init__(self, genesis_time: int = 1_700_000_000, block_time: int = 12) -> None:
+        self.genesis_time = genesis_time
+        self.block_time = block_time
         self.headers: dict[int, BlockHeader] = {}
         self.logs: dict[int, list[Log]] = {}
         self.branch_of: dict[int, str] = {}
@@ -48,10 +55,11 @@ class ForkableChain:
         """Add blocks head+1..last of ``branch``."""
         for number in range(self.head + 1, last + 1):
             parent = self.headers[number - 1].hash if number - 1 in self.headers else None
+            timestamp = self.genesis_time + self.block_time * number
             self.headers[number] = BlockHeader(
-                number, block_hash(number, branch), parent, 1_700_000_000 + 12 * number
+                number, block_hash(number, branch), parent, timestamp
             )
-            self.logs[number] = logs_of(number, branch)
+            self.logs[number] = [_at_time(log, timestamp) for log in logs_of(number, branch)]
             self.branch_of[number] = branch
 
     def fork(
