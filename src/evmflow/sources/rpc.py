@@ -147,6 +147,8 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
 
 # The number of logs one eth_getLogs answer should carry at most, when the node allows more.
 TARGET_LOGS = 10_000
+# The first block range asked for, before the range adapts to the chain's density.
+INITIAL_SPAN = 10
 
 
 class _TransportFault(Exception):
@@ -282,7 +284,9 @@ class RpcSource:
         self._next_id = 0
         self._active_url = 0
         # The span of the next range and the provider's stated cap; shared by all tasks.
-        self._span = max_block_range
+        # Start small and grow: the first answer of a busy range must not hold every log of
+        # max_block_range blocks at once.
+        self._span = min(max_block_range, INITIAL_SPAN)
         self._ceiling = max_block_range
         self._successes = 0
 
@@ -380,7 +384,7 @@ class RpcSource:
                 end = self._after_refusal(start, end, refused)
                 continue
             pages.append(page)
-            self._after_success(end - start + 1)
+            self._after_success(end - start + 1, len(page.logs))
             self._fit_span_to_logs(end - start + 1, len(page.logs))
             start = end + 1
             end = min(last, start + self._span - 1)
@@ -419,8 +423,8 @@ class RpcSource:
             self._span = max(1, min(self._span, span * TARGET_LOGS // logs))
             self._successes = 0
 
-    def _after_success(self, span: int) -> None:
-        if span < self._span:
+    def _after_success(self, span: int, logs: int = 0) -> None:
+        if span < self._span or logs * 2 > TARGET_LOGS:
             return
         self._successes += 1
         if self._successes >= self._grow_after and self._span < self._ceiling:
