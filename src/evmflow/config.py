@@ -23,6 +23,7 @@ import json
 import keyword
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
@@ -244,6 +245,23 @@ class ChainConfig(_Model):
         return self
 
 
+class EventOptions(_Model):
+    """An event listed with options: ``{event: Transfer, start_block: N, where: {to: 0x..}}``."""
+
+    event: str
+    start_block: BlockNumber | None = None
+    where: dict[str, Any] = Field(default_factory=dict)
+    """Indexed parameter -> value or list of values: only matching logs are fetched."""
+
+
+@dataclass(frozen=True)
+class EventSettings:
+    """The resolved options of one indexed event."""
+
+    start_block: int | None
+    topics: tuple[frozenset[str] | None, ...]  # allowed values of topics 1..3; None: any
+
+
 class ContractConfig(_Model):
     """A contract (or a set of them sharing one ABI) whose events are indexed."""
 
@@ -253,7 +271,9 @@ class ContractConfig(_Model):
         default_factory=list, alias="address"
     )
     """Lowercase; empty means logs of any address with matching events."""
-    events: Annotated[list[str], BeforeValidator(_one_or_many), Field(min_length=1)]
+    events: Annotated[
+        list[str | EventOptions], BeforeValidator(_one_or_many), Field(min_length=1)
+    ]
     """As written in evmflow.yaml; see ``event_abis`` for the resolved events."""
     chains: Annotated[list[Annotated[int, BeforeValidator(_hex_block)]], Field(min_length=1)] = (
         Field(default_factory=list)
@@ -264,6 +284,11 @@ class ContractConfig(_Model):
     """Addresses come from registration handlers (a factory's children), not from the config."""
 
     _event_abis: list[EventAbi] = PrivateAttr(default_factory=list)
+    _event_settings: dict[str, EventSettings] = PrivateAttr(default_factory=dict)
+
+    def event_settings(self, event: EventAbi) -> EventSettings:
+        """Start block and indexed-parameter filter of an event (by its signature)."""
+        return self._event_settings.get(event.signature, EventSettings(self.start_block, ()))
 
     @property
     def event_abis(self) -> list[EventAbi]:
@@ -373,6 +398,10 @@ class ProjectConfig(_Model):
                         "chains": sorted(c.chains),
                         "start_block": c.start_block,
                         "registered": c.registered,
+                        "options": sorted(
+                            [sig, o.start_block, [sorted(t) if t else None for t in o.topics]]
+                            for sig, o in c._event_settings.items()
+                        ),
                     }
                     for c in self.contracts
                 ),
@@ -728,8 +757,15 @@ def _resolve_contracts(config: ProjectConfig, document: _Document) -> None:
             ) from None
 
         resolved: list[EventAbi] = []
-        for event_index, written in enumerate(contract.events):
-            event = _resolve_event(written, abi_events, document, (*at, "events", event_index))
+        for event_index, entry in enumerate(contract.events):
+            written = entry if isinstance(entry, str) else entry.event
+            loc = (*at, "events", event_index)
+            event = _resolve_event(written, abi_events, document, loc)
+            if isinstance(entry, EventOptions):
+                contract._event_settings[event.signature] = EventSettings(
+                    entry.start_block if entry.start_block is not None else contract.start_block,
+                    _where_topics(event, entry.where, document, (*loc, "where")),
+                )
             if any(e.signature == event.signature for e in resolved):
                 raise document.error(
                     (*at, "events", event_index),
@@ -750,6 +786,58 @@ def _resolve_contracts(config: ProjectConfig, document: _Document) -> None:
                     + ", ".join(str(c) for c in chain_ids)
                     + f"; add chain {chain_id} to 'chains' or fix the id",
                 )
+
+
+def _topic_word(type_name: str, value: Any) -> str:
+    """The 32-byte topic an indexed value of a static type is stored as."""
+    if type_name == "address":
+        if not isinstance(value, str) or not _ADDRESS.fullmatch(value):
+            raise ValueError("expected a 0x-prefixed 20-byte address")
+        return "0x" + "0" * 24 + value[2:].lower()
+    if type_name == "bool":
+        if not isinstance(value, bool):
+            raise ValueError("expected true or false")
+        return "0x" + format(int(value), "064x")
+    if type_name.startswith(("uint", "int")):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("expected a whole number")
+        return "0x" + format(value % (1 << 256), "064x")
+    if isinstance(value, str) and re.fullmatch(r"0x[0-9a-fA-F]{0,64}", value):
+        if type_name.startswith("bytes") and type_name != "bytes":
+            return "0x" + value[2:].lower().ljust(64, "0")
+        if len(value) == 66:  # a dynamic value's topic: its keccak hash, as given
+            return value.lower()
+    raise ValueError(
+        f"expected a 0x hex value for {type_name} (for string, bytes and arrays: the 32-byte "
+        "keccak hash the chain stores as the topic)"
+    )
+
+
+def _where_topics(
+    event: EventAbi, where: dict[str, Any], document: _Document, loc: Loc
+) -> tuple[frozenset[str] | None, ...]:
+    indexed = [p for p in event.inputs if p.indexed]
+    if event.anonymous:
+        raise document.error(
+            loc, "'where' is not supported on anonymous events", hint="remove 'where'"
+        )
+    topics: list[frozenset[str] | None] = [None] * len(indexed)
+    names = [p.name for p in indexed]
+    for key, wanted in where.items():
+        if key not in names:
+            raise document.error(
+                (*loc, key),
+                f"{event.name} has no indexed parameter {key!r}",
+                hint="'where' filters on indexed parameters: "
+                + (", ".join(n for n in names if n) or "this event has none"),
+            )
+        param = indexed[names.index(key)]
+        values = wanted if isinstance(wanted, list) else [wanted]
+        try:
+            topics[names.index(key)] = frozenset(_topic_word(param.type, v) for v in values)
+        except ValueError as exc:
+            raise document.error((*loc, key), f"{key}: {exc}", hint="fix the value") from None
+    return tuple(topics)
 
 
 def _resolve_event(

@@ -710,6 +710,8 @@ class Indexer:
             for binding in bindings:
                 if binding.start_block is not None and log_.block_number < binding.start_block:
                     continue
+                if binding.topics and not _topics_match(binding.topics, topics):
+                    continue
                 params = binding.decoder.decode(topics, log_.data)
                 if params is None:
                     continue  # same topic0, other shape (an ERC-721 Transfer, say)
@@ -743,6 +745,13 @@ class Indexer:
         self._checkpoint = checkpoint
         self.measures.decode_seconds += time.perf_counter() - started
         return count
+
+
+def _topics_match(wanted: tuple, topics: list[str]) -> bool:
+    for i, allowed in enumerate(wanted):
+        if allowed is not None and (i + 1 >= len(topics) or topics[i + 1] not in allowed):
+            return False
+    return True
 
 
 def _timestamp(log_: Any, page: Page) -> int:

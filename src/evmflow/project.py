@@ -31,6 +31,7 @@ class EventBinding:
     start_block: int | None
     registered: bool = False  # addresses come from registration handlers
     registrars: list = field(default_factory=list)
+    topics: tuple = ()  # allowed values of topics 1..3 (None: any), from 'where'
 
 
 @dataclass
@@ -44,8 +45,14 @@ class Project:
     def filters(self, chain_id: int) -> list[LogFilter]:
         """What to fetch on a chain: one filter per contract."""
         by_contract: dict[str, LogFilter] = {}
+        own: list[LogFilter] = []
         for b in self.bindings:
             if chain_id not in b.chains:
+                continue
+            if any(t is not None for t in b.topics):
+                # An event filtered on its indexed parameters gets a filter of its own.
+                addresses = list(b.addresses) or None
+                own.append(LogFilter(addresses, [b.decoder.event.topic0], b.topics))
                 continue
             f = by_contract.get(b.contract)
             if f is None:
@@ -55,7 +62,7 @@ class Project:
                 f = by_contract[b.contract] = LogFilter(list(b.addresses) or None, [])
             if b.decoder.event.topic0 not in f.topic0s:
                 f.topic0s.append(b.decoder.event.topic0)
-        return list(by_contract.values())
+        return list(by_contract.values()) + own
 
     def routes(self, chain_id: int) -> tuple[dict, dict, dict]:
         """Lookup tables for a log: (topic0, address) -> bindings, topic0 -> bindings of
@@ -87,6 +94,7 @@ def load_project(path: str | Path) -> Project:
     project = Project(config, schema, classes, registry)
     for contract in config.contracts:
         for event in contract.event_abis:
+            settings = contract.event_settings(event)
             handlers = registry.handlers.get((contract.name, event.name), [])
             registrars = registry.registrars.get((contract.name, event.name), [])
             if not handlers and not registrars:
@@ -103,9 +111,10 @@ def load_project(path: str | Path) -> Project:
                     handlers,
                     list(contract.addresses),
                     list(contract.chains),
-                    contract.start_block,
+                    settings.start_block,
                     contract.registered,
                     registrars,
+                    settings.topics,
                 )
             )
     known = {(b.contract, b.event) for b in project.bindings}

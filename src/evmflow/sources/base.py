@@ -95,6 +95,9 @@ class LogFilter:
 
     addresses: list[str] | None
     topic0s: list[str]
+    # Allowed values of topics 1..3 (indexed parameters); None: any. Sources may use it to
+    # fetch less; the engine checks it again on every log.
+    topics: tuple[frozenset[str] | None, ...] = ()
 
 
 @dataclass(slots=True)

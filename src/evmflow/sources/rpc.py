@@ -198,13 +198,14 @@ class _Filter:
     topic0s: list[str]
     address_set: frozenset[str] | None = field(default=None)
     topic_set: frozenset[str] = field(default_factory=frozenset)
+    rest: list[list[str] | None] = field(default_factory=list)  # topics 1..3
 
     def params(self, from_block: int, to_block: int) -> dict[str, Any]:
         query: dict[str, Any] = {"fromBlock": hex(from_block), "toBlock": hex(to_block)}
         if self.addresses is not None:
             query["address"] = self.addresses
         if self.topic0s:
-            query["topics"] = [self.topic0s]
+            query["topics"] = [self.topic0s, *self.rest]
         return query
 
     def matches(self, log: Log) -> bool:
@@ -226,6 +227,7 @@ def _prepare(filters: list[LogFilter]) -> list[_Filter]:
                 topics,
                 None if addresses is None else frozenset(addresses),
                 frozenset(topics),
+                [None if t is None else sorted(t) for t in f.topics],
             )
         )
     return prepared
