@@ -137,6 +137,29 @@ def db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     return f"sqlite:///{tmp_path / 'db' / 'index.db'}"
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """A maker of fresh databases of one backend: ``db(name)`` gives a new URL each call."""
+    import asyncpg
+
+    urls: list[str] = []
+
+    def make(name: str = "index") -> str:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path / (name + '.db')}"
+        else:
+            url = f"{PG_BASE_URL}?schema=r_{uuid.uuid4().hex[:12]}"
+        urls.append(url)
+        return url
+
+    yield make
+    if request.param == "postgres":
+        conn = await asyncpg.connect(PG_BASE_URL)
+        for url in urls:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{url.split("schema=")[1]}" CASCADE')
+        await conn.close()
+
+
 def _sort_rows(rows: list[tuple]) -> list[tuple]:
     return sorted(rows, key=repr)
 

@@ -10,10 +10,10 @@ from evmflow.engine import Indexer
 from evmflow.errors import IndexBusyError
 from tests.support import probe
 from tests.support.scripted import ListSource, transfer_log, write_project
-from tests.test_pipeline import db_url, table_rows  # noqa: F401 - the db_url fixture
+from tests.test_pipeline import table_rows
 
 
-async def test_a_second_indexer_on_the_same_database_is_refused(tmp_path, db_url):  # noqa: F811
+async def test_a_second_indexer_on_the_same_database_is_refused(tmp_path, db_url):
     project = write_project(tmp_path / "p", end_block=3)
     probe.reset({(b, 0): [("set", f"i{b}", "o", b)] for b in (1, 2, 3)})
     logs = [transfer_log(b, 0) for b in (1, 2, 3)]

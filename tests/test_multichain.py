@@ -15,8 +15,10 @@ from evmflow.sources.base import Log
 from tests.support import probe
 from tests.support.forkable import ForkableChain, ForkableSource, block_hash, transfer
 from tests.support.scripted import write_project
-from tests.test_reorg import db  # noqa: F401 - the db fixture
-from tests.test_reorg import dump, wait_for_block
+from tests.test_reorg import (
+    dump,
+    wait_for_block,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 UNISWAP_ABIS = ROOT / "src" / "evmflow" / "templates" / "uniswap-v2" / "abis"

@@ -4,10 +4,8 @@ been indexed, and equals a fresh index of the final chain."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections import defaultdict
 
-import asyncpg
 import pytest
 
 from evmflow.engine import Indexer
@@ -16,8 +14,6 @@ from evmflow.storage import open_storage
 from tests.support import probe
 from tests.support.forkable import ForkableChain, ForkableSource, transfer
 from tests.support.scripted import write_project
-
-PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 BALANCES_SCHEMA = """
 type Account @entity {
@@ -96,26 +92,6 @@ def expected_tables(chains: dict[int, ForkableChain]) -> dict[str, list[tuple]]:
         "Account": sorted((h, balance[h], count[h]) for h in balance),
         "Transfer": sorted(transfers),
     }
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def db(request, tmp_path):
-    urls = []
-
-    def make(name: str = "index") -> str:
-        if request.param == "sqlite":
-            url = f"sqlite:///{tmp_path / (name + '.db')}"
-        else:
-            url = f"{PG}?schema=r_{uuid.uuid4().hex[:12]}"
-        urls.append(url)
-        return url
-
-    yield make
-    if request.param == "postgres":
-        conn = await asyncpg.connect(PG)
-        for url in urls:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{url.split("schema=")[1]}" CASCADE')
-        await conn.close()
 
 
 async def dump(url, project_dir, entities=("Account", "Transfer")):

@@ -271,9 +271,7 @@ class ContractConfig(_Model):
         default_factory=list, alias="address"
     )
     """Lowercase; empty means logs of any address with matching events."""
-    events: Annotated[
-        list[str | EventOptions], BeforeValidator(_one_or_many), Field(min_length=1)
-    ]
+    events: Annotated[list[str | EventOptions], BeforeValidator(_one_or_many), Field(min_length=1)]
     """As written in evmflow.yaml; see ``event_abis`` for the resolved events."""
     chains: Annotated[list[Annotated[int, BeforeValidator(_hex_block)]], Field(min_length=1)] = (
         Field(default_factory=list)
@@ -322,6 +320,30 @@ class ContractConfig(_Model):
         return self
 
 
+class BlockHandlerConfig(_Model):
+    """Handlers that run every ``every`` blocks, not on events."""
+
+    name: str
+    every: int = Field(gt=0)
+    chains: Annotated[list[Annotated[int, BeforeValidator(_hex_block)]], Field(min_length=1)] = (
+        Field(default_factory=list)
+    )
+    """Filled with every chain id when evmflow.yaml leaves it out."""
+    start_block: BlockNumber | None = None
+    """Default: the chain's start block. Runs at start_block, start_block + every, ..."""
+    end_block: BlockNumber | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _identifier(cls, name: str) -> str:
+        if not name.isidentifier() or keyword.iskeyword(name):
+            raise _Fault(
+                f"block handler name {name!r} is not a Python identifier",
+                hint="use letters, digits and '_': handlers refer to it by this name",
+            )
+        return name
+
+
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _DATABASE_SCHEMES = ("sqlite://", "postgresql://", "postgres://")
 
@@ -338,6 +360,7 @@ class ProjectConfig(_Model):
     engine: EngineConfig = Field(default_factory=lambda: EngineConfig.model_validate({}))
     chains: Annotated[list[ChainConfig], Field(min_length=1)]
     contracts: Annotated[list[ContractConfig], Field(min_length=1)]
+    blocks: list[BlockHandlerConfig] = Field(default_factory=list)
 
     _root: Path = PrivateAttr(default=Path("."))
     _path: Path = PrivateAttr(default=Path(CONFIG_FILE))
@@ -406,6 +429,9 @@ class ProjectConfig(_Model):
                     for c in self.contracts
                 ),
                 key=lambda c: str(c["name"]),
+            ),
+            "blocks": sorted(
+                [b.name, b.every, sorted(b.chains), b.start_block, b.end_block] for b in self.blocks
             ),
         }
         encoded = json.dumps(described, sort_keys=True, separators=(",", ":"))
@@ -726,6 +752,30 @@ def _resolve_chains(config: ProjectConfig, document: _Document) -> None:
                 ) from None
 
 
+def _resolve_blocks(config: ProjectConfig, document: _Document) -> None:
+    chain_ids = [c.id for c in config.chains]
+    names = {c.name for c in config.contracts}
+    seen: set[str] = set()
+    for index, block in enumerate(config.blocks):
+        at: Loc = ("blocks", index)
+        if block.name in seen or block.name in names:
+            raise document.error(
+                (*at, "name"),
+                f"the name {block.name!r} is already used by another contract or block handler",
+                hint="give each block handler a name of its own",
+            )
+        seen.add(block.name)
+        for i, chain_id in enumerate(block.chains):
+            if chain_id not in chain_ids:
+                raise document.error(
+                    (*at, "chains", i),
+                    f"chain {chain_id} is not declared under 'chains'",
+                    hint=f"declared chains: {', '.join(map(str, chain_ids))}",
+                )
+        if not block.chains:
+            block.chains = list(chain_ids)
+
+
 def _resolve_contracts(config: ProjectConfig, document: _Document) -> None:
     chain_ids = [c.id for c in config.chains]
     first_index: dict[str, int] = {}
@@ -910,4 +960,5 @@ def load_config(path: str | Path) -> ProjectConfig:
     _resolve_paths(config, data, document)
     _resolve_chains(config, document)
     _resolve_contracts(config, document)
+    _resolve_blocks(config, document)
     return config

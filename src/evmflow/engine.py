@@ -19,7 +19,7 @@ from typing import Any
 
 from .config import ChainConfig
 from .errors import ConfigError, HandlerError
-from .events import Event
+from .events import BlockEvent, Event
 from .processor import Handler, Processor
 from .project import Project, load_project
 from .reorg import (
@@ -65,6 +65,7 @@ class ChainState:
     registered_routes: dict = field(default_factory=dict)
     # Registered contract -> address -> the registration (from its block and log index on).
     registered: dict[str, dict[str, Registration]] = field(default_factory=dict)
+    block_bindings: list = field(default_factory=list)  # block handlers of this chain
     head: int | None = None  # the highest block known to exist (for progress display)
     # Reorg window: the node's head, the hashes of window blocks seen by the fetcher, the
     # committed-or-queued window checkpoints, and a fork the fetcher found.
@@ -257,6 +258,9 @@ class Indexer:
             chain.by_address, chain.wildcard, chain.registered_routes = self.project.routes(
                 chain_config.id
             )
+            chain.block_bindings = [
+                b for b in self.project.block_bindings if chain_config.id in b.chains
+            ]
             for reg in registrations:
                 if reg.chain_id == chain_config.id:
                     chain.registered.setdefault(reg.contract, {})[reg.address] = reg
@@ -300,6 +304,8 @@ class Indexer:
             if chain.tracks_reorgs:
                 chain.tip = await chain.source.head()
             async for page in chain.source.pages(start, chain.end_block, filters):
+                if chain.block_bindings and hasattr(chain.source, "headers"):
+                    await self._block_headers(chain, page)
                 if chain.tracks_reorgs:
                     chain.tip = max(chain.tip, page.to_block)
                     if page.to_block >= chain.floor:
@@ -314,6 +320,19 @@ class Indexer:
             await chain.pages.put(exc)
             return
         await chain.pages.put(_END)
+
+    async def _block_headers(self, chain: ChainState, page: Page) -> None:
+        """Fetch the headers of the page's blocks that block handlers run at."""
+        wanted = sorted(
+            {
+                b
+                for binding in chain.block_bindings
+                for b in binding.blocks_in(chain.config.start_block, page.from_block, page.to_block)
+                if b not in page.blocks
+            }
+        )
+        for i in range(0, len(wanted), 100):
+            page.blocks.update(await chain.source.headers(wanted[i : i + 100]))  # type: ignore[attr-defined]
 
     async def _check(self, chain: ChainState, page: Page) -> int | None:
         """The block where ``page`` shows a fork, or None. Asks the source for the headers a
@@ -546,7 +565,7 @@ class Indexer:
                 to_block = rest_from - 1
                 logs = logs[:cut]
         first_new = len(events)
-        decoded = self._decode(chain, logs, page, events, batch)
+        decoded = self._decode(chain, logs, page, events, batch, to_block)
         if chain.in_window(to_block):
             self._record_window(chain, page, to_block, events[first_new:], batch)
         chain.progress = ChainProgress(to_block, chain.progress.events + decoded)
@@ -565,17 +584,19 @@ class Indexer:
         events_before = chain.progress.events
         rows: list[Checkpoint] = []
         for event in new:
-            if not rows or rows[-1].id != event.checkpoint:
+            block_hash = event.block_hash or chain.hashes.get(event.block_number)
+            if (not rows or rows[-1].id != event.checkpoint) and block_hash is not None:
                 rows.append(
                     Checkpoint(
                         event.checkpoint,
                         chain.chain_id,
                         event.block_number,
-                        event.block_hash,
+                        block_hash,
                         events_before,
                     )
                 )
-            events_before += 1
+            if type(event) is Event:
+                events_before += 1
         last_hash = chain.hashes.get(to_block)
         if last_hash is None and to_block in page.blocks:
             last_hash = page.blocks[to_block].hash
@@ -678,7 +699,13 @@ class Indexer:
         )
 
     def _decode(
-        self, chain: ChainState, logs: list, page: Page, events: list[Event], batch: Batch
+        self,
+        chain: ChainState,
+        logs: list,
+        page: Page,
+        events: list,
+        batch: Batch,
+        to_block: int,
     ) -> int:
         started = time.perf_counter()
         by_address = chain.by_address
@@ -690,7 +717,36 @@ class Indexer:
         checkpoint = self._checkpoint
         last_block = -1
         count = 0
-        for log_ in logs:
+        # Block handlers run after the logs of their block, in the same checkpoint.
+        scheduled = sorted(
+            (number, binding.name, binding)
+            for binding in chain.block_bindings
+            for number in binding.blocks_in(chain.config.start_block, page.from_block, to_block)
+        )
+        next_scheduled = 0
+        for log_ in logs + [None]:
+            while next_scheduled < len(scheduled) and (
+                log_ is None or scheduled[next_scheduled][0] < log_.block_number
+            ):
+                number, name, binding = scheduled[next_scheduled]
+                next_scheduled += 1
+                if number != last_block:
+                    last_block = number
+                    checkpoint += 1
+                header = blocks.get(number)
+                events.append(
+                    BlockEvent(
+                        chain_id,
+                        name,
+                        number,
+                        header.hash if header else None,
+                        header.timestamp if header else None,
+                        checkpoint,
+                        binding.handlers,
+                    )
+                )
+            if log_ is None:
+                break
             topics = log_.topics
             if not topics:
                 continue

@@ -63,3 +63,48 @@ class Event:
             f"Event({self.contract}.{self.name}, chain={self.chain_id}, "
             f"block={self.block_number}, log_index={self.log_index}, params={self.params!r})"
         )
+
+
+class BlockEvent:
+    """What a block handler receives: the block's number, hash and timestamp.
+
+    ``block_hash`` and ``block_timestamp`` are None where the source cannot give the header
+    (an archive without that block in its blocks file).
+    """
+
+    __slots__ = (
+        "chain_id",
+        "contract",
+        "name",
+        "block_number",
+        "block_hash",
+        "block_timestamp",
+        "checkpoint",
+        "log_index",
+        "transaction_hash",
+        "_handlers",
+    )
+
+    def __init__(
+        self,
+        chain_id: int,
+        name: str,
+        block_number: int,
+        block_hash: str | None,
+        block_timestamp: int | None,
+        checkpoint: int,
+        handlers: list,
+    ) -> None:
+        self.chain_id = chain_id
+        self.contract = name
+        self.name = "block"
+        self.block_number = block_number
+        self.block_hash = block_hash
+        self.block_timestamp = block_timestamp
+        self.checkpoint = checkpoint
+        self.log_index = None
+        self.transaction_hash = None
+        self._handlers = handlers
+
+    def __repr__(self) -> str:
+        return f"BlockEvent({self.contract}, chain={self.chain_id}, block={self.block_number})"

@@ -88,6 +88,30 @@ class ContractRef:
             ) from None
 
 
+class BlockRef:
+    """``from evmflow.blocks import Hourly``: ``@Hourly.handler`` runs every N blocks."""
+
+    def __init__(self, registry: Registry, name: str) -> None:
+        self._registry = registry
+        self._name = name
+
+    def handler(self, fn: Handler) -> Handler:
+        if not inspect.iscoroutinefunction(fn):
+            file, line = _caller()
+            raise HandlerError(
+                f"block handler {getattr(fn, '__name__', fn)!r} for {self._name} is not an "
+                "async function",
+                file=file,
+                line=line,
+                hint="declare it with 'async def'",
+            )
+        self._registry.block_handlers.setdefault(self._name, []).append(fn)
+        return fn
+
+    def __repr__(self) -> str:
+        return f"<blocks {self._name}>"
+
+
 @dataclass
 class Registry:
     """The handlers of one project, by (contract, event)."""
@@ -95,6 +119,8 @@ class Registry:
     contracts: dict[str, ContractRef] = field(default_factory=dict)
     handlers: dict[tuple[str, str], list[Handler]] = field(default_factory=dict)
     registrars: dict[tuple[str, str], list[Callable[[Any, Any], Any]]] = field(default_factory=dict)
+    blocks: dict[str, BlockRef] = field(default_factory=dict)
+    block_handlers: dict[str, list[Handler]] = field(default_factory=dict)
 
 
 _active: Registry | None = None
@@ -116,6 +142,25 @@ def contract_ref(name: str) -> ContractRef:
             file=file,
             line=line,
             hint="add the contract to evmflow.yaml or fix the name",
+        ) from None
+
+
+def block_ref(name: str) -> BlockRef:
+    if _active is None:
+        raise HandlerError(
+            "evmflow.blocks is only usable while evmflow loads a project's handlers",
+            hint="run your handlers with 'evmflow run' or evmflow.testing",
+        )
+    try:
+        return _active.blocks[name]
+    except KeyError:
+        file, line = _caller()
+        raise HandlerError(
+            f"evmflow.yaml declares no block handler {name!r} "
+            f"(blocks: {', '.join(_active.blocks) or 'none'})",
+            file=file,
+            line=line,
+            hint="add it under 'blocks' in evmflow.yaml (name, every) or fix the name",
         ) from None
 
 
@@ -158,11 +203,15 @@ def _import_file(path: Path, module_name: str) -> None:
         ) from exc
 
 
-def load_handlers(paths: list[Path], contracts: dict[str, list[str]]) -> Registry:
-    """Import the handler files with ``contracts`` (name -> event names) available."""
+def load_handlers(
+    paths: list[Path], contracts: dict[str, list[str]], blocks: list[str] | None = None
+) -> Registry:
+    """Import the handler files with ``contracts`` (name -> event names) and the block
+    handler names available."""
     global _active
     registry = Registry()
     registry.contracts = {n: ContractRef(registry, n, evs) for n, evs in contracts.items()}
+    registry.blocks = {n: BlockRef(registry, n) for n in blocks or []}
     previous, _active = _active, registry
     try:
         for i, path in enumerate(paths):

@@ -35,12 +35,35 @@ class EventBinding:
 
 
 @dataclass
+class BlockBinding:
+    """A block handler: runs at start, start + every, ... on each of its chains."""
+
+    name: str
+    every: int
+    chains: list[int]
+    start_block: int | None
+    end_block: int | None
+    handlers: list[Handler]
+
+    def blocks_in(self, chain_start: int, first: int, last: int) -> range:
+        start = self.start_block if self.start_block is not None else chain_start
+        if self.end_block is not None:
+            last = min(last, self.end_block)
+        first = max(first, start)
+        offset = (first - start) % self.every
+        if offset:
+            first += self.every - offset
+        return range(first, last + 1, self.every)
+
+
+@dataclass
 class Project:
     config: ProjectConfig
     schema: SchemaSpec
     classes: dict[str, type[Entity]]
     registry: Registry
     bindings: list[EventBinding] = field(default_factory=list)
+    block_bindings: list[BlockBinding] = field(default_factory=list)
 
     def filters(self, chain_id: int) -> list[LogFilter]:
         """What to fetch on a chain: one filter per contract."""
@@ -90,8 +113,22 @@ def load_project(path: str | Path) -> Project:
     classes = make_entity_classes(schema)
     entities_module._install(classes)
     contracts = {c.name: [e.name for e in c.event_abis] for c in config.contracts}
-    registry = load_handlers(config.handlers, contracts)
+    registry = load_handlers(config.handlers, contracts, [b.name for b in config.blocks])
     project = Project(config, schema, classes, registry)
+    for block in config.blocks:
+        handlers = registry.block_handlers.get(block.name, [])
+        if not handlers:
+            log.warning("no handler registered for block handler %s: it does nothing", block.name)
+        project.block_bindings.append(
+            BlockBinding(
+                block.name,
+                block.every,
+                list(block.chains),
+                block.start_block,
+                block.end_block,
+                handlers,
+            )
+        )
     for contract in config.contracts:
         for event in contract.event_abis:
             settings = contract.event_settings(event)
