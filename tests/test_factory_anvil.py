@@ -324,6 +324,29 @@ async def test_a_pair_that_emits_in_its_creation_block_is_counted_from_its_creat
     assert (row[1], row[2], row[3], row[5]) == (block, 3, 3, f"{block}-{first_swap}")
 
 
+async def test_pairs_registered_before_a_restart_keep_counting_after_it(
+    tmp_path: Path, factory_chain: FactoryChain, db
+):
+    chain = factory_chain
+    project = factory_project(tmp_path / "p", chain)
+    url = db()
+    config = json.loads((project / "evmflow.yaml").read_text())
+    # Stop one block before the same-block pair is born: 100 pairs are registered by then.
+    config["chains"][0]["end_block"] = chain.born_block - 1
+    (project / "evmflow.yaml").write_text(json.dumps(config))
+    await Indexer(project, url, batch_size=30).run()
+    first = (await dump(url, project, ("Pair",)))["Pair"]
+    assert len(first) == 100  # type: ignore[arg-type]
+
+    config["chains"][0]["end_block"] = chain.end_block
+    (project / "evmflow.yaml").write_text(json.dumps(config))
+    await Indexer(project, url, batch_size=30).run()
+
+    tables = await dump(url, project, ("Pair",))
+    got = [(r[0], r[1], r[2], r[3], as_int(r[4]), r[5]) for r in tables["Pair"]]  # type: ignore[index]
+    assert got == expected_pairs(chain)
+
+
 # -- several chains ----------------------------------------------------------------------------
 
 CHAIN_IDS = (31337, 31338)
