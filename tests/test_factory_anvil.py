@@ -562,11 +562,6 @@ async def test_ordered_runs_call_handlers_in_timestamp_chain_block_log_order(
     assert dumps[1] == dumps[0] and dumps[2] == dumps[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: RpcSource never compares eth_chainId with the configured chain id, so a URL "
-    "of another chain is indexed under the wrong id",
-)
 def test_a_node_of_another_chain_than_configured_is_refused(tmp_path: Path, two_chains: TwoChains):
     chains = two_chains
     project = multi_project(tmp_path / "p", chains, ordered=False, page=10)

@@ -220,6 +220,7 @@ class Indexer:
                 {c.id: c.start_block for c in project.config.chains},
                 reset=self.reset,
             )
+            await self._check_chain_ids()
             self._checkpoint = state.last_checkpoint
             self.store = Store(project.schema.entities, project.classes)
             self.writer = Writer(storage, self.before_commit)
@@ -274,6 +275,27 @@ class Indexer:
                 log.info("chain %d: already at end block %d", chain.chain_id, chain.end_block)
                 continue
             self._start_fetch(chain, start)
+
+    async def _check_chain_ids(self) -> None:
+        """Refuse a node whose chain id differs from the configured one, before any fetch."""
+        for index, chain_config in enumerate(self.project.config.chains):
+            source = self.source_overrides.get(chain_config.id)
+            if source is not None or chain_config.rpc is None:
+                continue
+            probe = make_source(self.project, chain_config)
+            try:
+                answers = await probe.chain_ids()  # type: ignore[attr-defined]
+            finally:
+                await probe.close()
+            for position, (url, reported) in enumerate(answers):
+                if reported is not None and reported != chain_config.id:
+                    raise ConfigError(
+                        f"the node at {url} serves chain {reported}, not chain {chain_config.id}",
+                        file=self.project.config.path,
+                        where=f"chains[{index}].rpc.urls[{position}]",
+                        hint=f"point chain {chain_config.id} at a node of that chain, or set "
+                        f"its id to {reported}",
+                    )
 
     def _start_fetch(self, chain: ChainState, start: int) -> None:
         chain.fetch_task = asyncio.create_task(

@@ -350,6 +350,21 @@ class RpcSource:
 
     # --- ranges -------------------------------------------------------------------------------
 
+    async def chain_ids(self) -> list[tuple[str, int | None]]:
+        """Each URL (masked) with the chain id its node reports; None where it did not answer.
+
+        Asked once at start: a URL of another chain must not be indexed under this one's id.
+        """
+        body = orjson.dumps({"jsonrpc": "2.0", "id": 0, "method": "eth_chainId", "params": []})
+        found: list[tuple[str, int | None]] = []
+        for endpoint in self._endpoints:
+            try:
+                answer = await self._post(endpoint, body)
+                found.append((endpoint.masked, int(answer["result"], 16)))
+            except Exception:  # down or odd: the fetch's retries and fallbacks deal with it
+                found.append((endpoint.masked, None))
+        return found
+
     async def headers(self, numbers: list[int]) -> dict[int, BlockHeader]:
         """Fresh headers of the given blocks (the reorg check asks again for known ones).
 
