@@ -31,6 +31,17 @@ def _caller() -> tuple[str | None, int | None]:
     return outer.f_code.co_filename, outer.f_lineno
 
 
+def _require_async(fn: Any, what: str) -> None:
+    if not inspect.iscoroutinefunction(fn):
+        file, line = _caller()
+        raise HandlerError(
+            f"{what} is not an async function",
+            file=file,
+            line=line,
+            hint="declare it with 'async def'",
+        )
+
+
 class EventRef:
     """``ERC20.Transfer``: the target of a handler decorator."""
 
@@ -40,15 +51,9 @@ class EventRef:
         self.event = event
 
     def handler(self, fn: Handler) -> Handler:
-        if not inspect.iscoroutinefunction(fn):
-            file, line = _caller()
-            raise HandlerError(
-                f"handler {getattr(fn, '__name__', fn)!r} for {self.contract}.{self.event} "
-                "is not an async function",
-                file=file,
-                line=line,
-                hint="declare it with 'async def'",
-            )
+        _require_async(
+            fn, f"handler {getattr(fn, '__name__', fn)!r} for {self.contract}.{self.event}"
+        )
         self._registry.handlers.setdefault((self.contract, self.event), []).append(fn)
         return fn
 
@@ -96,15 +101,7 @@ class BlockRef:
         self._name = name
 
     def handler(self, fn: Handler) -> Handler:
-        if not inspect.iscoroutinefunction(fn):
-            file, line = _caller()
-            raise HandlerError(
-                f"block handler {getattr(fn, '__name__', fn)!r} for {self._name} is not an "
-                "async function",
-                file=file,
-                line=line,
-                hint="declare it with 'async def'",
-            )
+        _require_async(fn, f"block handler {getattr(fn, '__name__', fn)!r} for {self._name}")
         self._registry.block_handlers.setdefault(self._name, []).append(fn)
         return fn
 
@@ -126,42 +123,43 @@ class Registry:
 _active: Registry | None = None
 
 
-def contract_ref(name: str) -> ContractRef:
+def _lookup(kind: str, module: str, table: str, name: str, hint: str) -> Any:
     if _active is None:
         raise HandlerError(
-            "evmflow.contracts is only usable while evmflow loads a project's handlers",
+            f"evmflow.{module} is only usable while evmflow loads a project's handlers",
             hint="run your handlers with 'evmflow run' or evmflow.testing",
         )
+    known = getattr(_active, table)
     try:
-        return _active.contracts[name]
+        return known[name]
     except KeyError:
         file, line = _caller()
         raise HandlerError(
-            f"evmflow.yaml declares no contract {name!r} "
-            f"(contracts: {', '.join(_active.contracts) or 'none'})",
+            f"evmflow.yaml declares no {kind} {name!r} ({table}: {', '.join(known) or 'none'})",
             file=file,
             line=line,
-            hint="add the contract to evmflow.yaml or fix the name",
+            hint=hint,
         ) from None
+
+
+def contract_ref(name: str) -> ContractRef:
+    return _lookup(  # type: ignore[no-any-return]
+        "contract",
+        "contracts",
+        "contracts",
+        name,
+        "add the contract to evmflow.yaml or fix the name",
+    )
 
 
 def block_ref(name: str) -> BlockRef:
-    if _active is None:
-        raise HandlerError(
-            "evmflow.blocks is only usable while evmflow loads a project's handlers",
-            hint="run your handlers with 'evmflow run' or evmflow.testing",
-        )
-    try:
-        return _active.blocks[name]
-    except KeyError:
-        file, line = _caller()
-        raise HandlerError(
-            f"evmflow.yaml declares no block handler {name!r} "
-            f"(blocks: {', '.join(_active.blocks) or 'none'})",
-            file=file,
-            line=line,
-            hint="add it under 'blocks' in evmflow.yaml (name, every) or fix the name",
-        ) from None
+    return _lookup(  # type: ignore[no-any-return]
+        "block handler",
+        "blocks",
+        "blocks",
+        name,
+        "add it under 'blocks' in evmflow.yaml (name, every) or fix the name",
+    )
 
 
 def _import_file(path: Path, module_name: str) -> None:
