@@ -63,3 +63,32 @@ def test_where_with_a_malformed_address_says_what_is_expected(tmp_path):
     with pytest.raises(ConfigError) as failure:
         load_config(project)
     assert "expected a 0x-prefixed 20-byte address" in str(failure.value)
+
+
+async def test_a_contract_with_thousands_of_addresses_is_fetched_by_topic(tmp_path):
+    from evmflow.project import ADDRESS_LIST_LIMIT, load_project
+
+    addresses = ["0x" + format(i, "040x") for i in range(1, ADDRESS_LIST_LIMIT + 2)]
+    wanted = addresses[7]
+    project = write_project(tmp_path / "p", handlers=CALL_ORDER_HANDLERS, end_block=3)
+    config = json.loads((project / "evmflow.yaml").read_text())
+    config["contracts"][0]["address"] = addresses
+    (project / "evmflow.yaml").write_text(json.dumps(config))
+    loaded = load_project(project)
+    (only,) = loaded.filters(1)
+    assert only.addresses is None  # no address list sent to the node
+
+    # Logs of other contracts arrive (the fetch is by topic) and are dropped by the routes.
+    chain = ForkableChain()
+
+    def logs_of(number: int, branch: str) -> list:
+        ours = transfer(number, 0, 1, 2, 3, branch)
+        ours.address = wanted
+        return [ours, transfer(number, 1, 1, 2, 3, branch)]  # the second: an unlisted token
+
+    chain.extend(3, "a", logs_of)
+    probe.reset({})
+    await Indexer(
+        loaded, f"sqlite:///{tmp_path / 'i.db'}", sources={1: ForkableSource(chain)}
+    ).run()
+    assert [(b, i) for _, _, b, i in probe.READS] == [(1, 0), (2, 0), (3, 0)]

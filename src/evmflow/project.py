@@ -17,6 +17,9 @@ from .sources.base import LogFilter
 
 log = logging.getLogger(__name__)
 
+# Past this many addresses, a contract's logs are fetched by topic and matched locally.
+ADDRESS_LIST_LIMIT = 1000
+
 
 @dataclass
 class EventBinding:
@@ -72,9 +75,13 @@ class Project:
         for b in self.bindings:
             if chain_id not in b.chains:
                 continue
+            addresses = list(b.addresses) or None
+            if addresses is not None and len(addresses) > ADDRESS_LIST_LIMIT:
+                # Nodes refuse or crawl on long address lists: fetch by topic and let the
+                # routes (which match exact addresses) drop the other contracts' logs.
+                addresses = None
             if any(t is not None for t in b.topics):
                 # An event filtered on its indexed parameters gets a filter of its own.
-                addresses = list(b.addresses) or None
                 own.append(LogFilter(addresses, [b.decoder.event.topic0], b.topics))
                 continue
             f = by_contract.get(b.contract)
@@ -82,7 +89,7 @@ class Project:
                 # Registered contracts are fetched by topic and matched against the
                 # registered addresses locally: no refetch when an address is added, and no
                 # limit on how many there are.
-                f = by_contract[b.contract] = LogFilter(list(b.addresses) or None, [])
+                f = by_contract[b.contract] = LogFilter(addresses, [])
             if b.decoder.event.topic0 not in f.topic0s:
                 f.topic0s.append(b.decoder.event.topic0)
         return list(by_contract.values()) + own
