@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import keyword
 import math
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -27,6 +28,7 @@ from .errors import EntityError
 from .schema import EntitySpec, FieldSpec, SchemaSpec
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_HEX_BYTES = re.compile(r"0[xX](?:[0-9a-fA-F]{2})*").fullmatch
 
 
 def attribute_name(name: str) -> str:
@@ -61,14 +63,8 @@ def _scalar_check(entity: str, field: FieldSpec, type_name: str, enums: dict) ->
         def check(v: Any) -> Any:
             if isinstance(v, bytes | bytearray):
                 return "0x" + bytes(v).hex()
-            if type(v) is str and v[:2] in ("0x", "0X"):
-                try:
-                    int(v[2:] or "0", 16)
-                except ValueError:
-                    pass
-                else:
-                    if len(v) % 2 == 0:
-                        return v.lower()
+            if type(v) is str and _HEX_BYTES(v):
+                return v.lower()
             raise _fail(entity, name, "bytes or a 0x-prefixed even-length hex str", v)
     elif type_name == "Int":
 
@@ -246,7 +242,7 @@ _INLINE = {"ID": "str", "String": "str", "BigInt": "int", "Boolean": "bool"}
 
 def _generate_row_methods(
     spec: EntitySpec, attributes: tuple[str, ...]
-) -> tuple[Callable[[Any], tuple], Callable[[type, tuple], Any]]:
+) -> tuple[Callable[[Any], tuple], Callable[[type, tuple], Any], Callable[..., None]]:
     """Straight-line ``to_row`` / ``from_row`` for one entity: they run for every ``set`` and
     ``get``, and unrolled code is several times faster than a loop over fields."""
     lines = ["def to_row(self):"]
@@ -263,21 +259,34 @@ def _generate_row_methods(
         else:
             lines.append(f"    v{i} = check{i}(v{i})")
     lines.append(f"    return ({', '.join(f'v{i}' for i in range(len(attributes)))},)")
+    params = ", ".join(f"{a}=None" for a in attributes)
+    lines.append(f"def __init__(self, *, {params}, **unknown):")
+    lines.append("    if unknown: refuse(self, unknown)")
+    for attr in attributes:
+        lines.append(f"    self.{attr} = {attr}")
     lines.append("def from_row(cls, row):")
     lines.append("    obj = new(cls)")
     lines.append(f"    {', '.join(f'obj.{a}' for a in attributes)}, = row")
     lines.append("    return obj")
-    namespace: dict[str, Any] = {"new": object.__new__}
+    namespace: dict[str, Any] = {"new": object.__new__, "refuse": _refuse_unknown}
     code = "\n".join(lines)
     exec(compile(code, f"<evmflow entity {spec.name}>", "exec"), namespace)
-    return namespace["to_row"], namespace["from_row"]
+    return namespace["to_row"], namespace["from_row"], namespace["__init__"]
+
+
+def _refuse_unknown(entity: Entity, unknown: dict[str, Any]) -> None:
+    cls = type(entity)
+    raise EntityError(
+        f"{cls._entity_name} has no field {', '.join(sorted(unknown))}",
+        hint=f"its fields are: {', '.join(cls._attributes)}",
+    )
 
 
 def make_entity_class(spec: EntitySpec, enums: dict[str, list[str]]) -> type[Entity]:
     stored = spec.stored_fields
     attributes = tuple(attribute_name(f.name) for f in stored)
     checks = tuple(field_check(spec.name, f, enums) for f in stored)
-    to_row, from_row = _generate_row_methods(spec, attributes)
+    to_row, from_row, init = _generate_row_methods(spec, attributes)
     to_row.__globals__.update({f"check{i}": c for i, c in enumerate(checks)})
     namespace = {
         "__slots__": attributes,
@@ -287,6 +296,7 @@ def make_entity_class(spec: EntitySpec, enums: dict[str, list[str]]) -> type[Ent
         "_checks": checks,
         "to_row": to_row,
         "from_row": classmethod(from_row),
+        "__init__": init,
         "__module__": "evmflow.entities",
         "__qualname__": spec.name,
     }
