@@ -299,6 +299,9 @@ class PostgresStorage(Storage):
                         for r in commit.registrations
                     ],
                 )
+            # Statements without parameters go to the server as one script: one round trip
+            # for every entity's upsert from its staging table and the progress updates.
+            script: list[str] = []
             for entity, rows in commit.changes.items():
                 lay = self.layouts[entity]
                 deletes = [i for i, r in rows.items() if r is None]
@@ -312,17 +315,19 @@ class PostgresStorage(Storage):
                     if convert:
                         upserts = [convert(r) for r in upserts]
                     if self.upsert_method == "copy":
-                        await self._upsert_copy(db, entity, upserts)
+                        script.append(await self._stage(db, entity, upserts))
                     else:
                         await self._upsert_unnest(db, entity, upserts)
-            await db.executemany(
-                f"UPDATE {CHAINS_TABLE} SET block = $1, events = $2 WHERE chain_id = $3",
-                [(p.block, p.events, cid) for cid, p in commit.chains.items()],
+            for cid, p in commit.chains.items():
+                script.append(
+                    f"UPDATE {CHAINS_TABLE} SET block = {int(p.block)}, events = {int(p.events)} "
+                    f"WHERE chain_id = {int(cid)}"
+                )
+            script.append(
+                f"UPDATE {META_TABLE} SET value = '{int(commit.last_checkpoint)}' "
+                "WHERE key = 'last_checkpoint'"
             )
-            await db.execute(
-                f"UPDATE {META_TABLE} SET value = $1 WHERE key = 'last_checkpoint'",
-                str(commit.last_checkpoint),
-            )
+            await db.execute(";\n".join(script))
 
     def _conflict_clause(self, entity: str) -> str:
         columns = self.layouts[entity].columns
@@ -333,15 +338,19 @@ class PostgresStorage(Storage):
             else 'ON CONFLICT ("id") DO NOTHING'
         )
 
-    async def _upsert_copy(self, db: asyncpg.Connection, entity: str, rows: list[tuple]) -> None:
+    async def _stage(self, db: asyncpg.Connection, entity: str, rows: list[tuple]) -> str:
+        """COPY rows into the entity's staging table; returns the statement that upserts them."""
         stage = "_stage_" + entity
         await db.copy_records_to_table(stage, records=rows, schema_name="pg_temp")
         lay = self.layouts[entity]
         cols = ", ".join(lay.columns)
-        await db.execute(
+        return (
             f"INSERT INTO {lay.table} ({cols}) SELECT {cols} FROM pg_temp.{quote(stage)} "
             f"{self._conflict_clause(entity)}"
         )
+
+    async def _upsert_copy(self, db: asyncpg.Connection, entity: str, rows: list[tuple]) -> None:
+        await db.execute(await self._stage(db, entity, rows))
 
     async def _upsert_unnest(self, db: asyncpg.Connection, entity: str, rows: list[tuple]) -> None:
         lay = self.layouts[entity]
