@@ -268,3 +268,37 @@ async def test_a_reorg_that_removes_a_registration_removes_the_childs_entities(t
     got = (await dump(url, project, ("Pair",)))["Pair"]
     assert got == expected_pairs(chain)
     assert [p for p, _, _ in got] == [pair_address(1)]
+
+
+@pytest.mark.parametrize("mode", ["unordered", "ordered"])
+async def test_stop_while_following_the_head_keeps_what_is_committed(tmp_path, db, mode):
+    chains = two_chains()
+    project = write_project(
+        tmp_path / "p", handlers=CALL_ORDER_HANDLERS, end_block=None, chains=[1, 2]
+    )
+    config = json.loads((project / "evmflow.yaml").read_text())
+    config["engine"] = {"multichain": mode}
+    (project / "evmflow.yaml").write_text(json.dumps(config))
+    probe.reset({})
+    url = db()
+    sources = {cid: ForkableSource(chain) for cid, chain in chains.items()}
+    indexer = Indexer(project, url, sources=sources)
+    running = asyncio.create_task(indexer.run())
+    # Unordered, both chains reach their heads. Ordered, chain 1's last blocks are later than
+    # chain 2's last one, so they wait for chain 2 to move on: only chain 2 gets to its head.
+    if mode == "unordered":
+        await wait_for_block(indexer, 20, chain_id=1)
+    await wait_for_block(indexer, 40, chain_id=2)
+    indexer.stop()  # what Ctrl-C does; both sources now wait for blocks that never come
+    await asyncio.wait_for(running, timeout=10)
+    assert not indexer.finished
+    tables = await dump(url, project, ("Item",))
+    progress = tables["_progress"]
+    # Exactly the events of the committed blocks are stored, on each chain.
+    for cid, chain in chains.items():
+        stored = [row for row in tables["Item"] if row[1] == str(cid)]
+        logs = [log for log in chain.all_logs() if log.block_number <= progress[cid][0]]
+        assert len(stored) == len(logs) == progress[cid][1]
+    assert progress[2][0] == 40
+    if mode == "unordered":
+        assert progress[1][0] == 20

@@ -467,7 +467,13 @@ class Indexer:
                         empty, chain.pending = chain.pending, None
                         self._take(chain, empty, budget, events, batch, ranges)
                         continue
-                    page = await self._take_page(chain, wait=not batch.chains)
+                    page = await self._take_page(chain, wait=False)
+                    if page is None and not batch.chains and not chain.done:
+                        # Nothing in hand yet: wait for this chain (or a stop request).
+                        await self._wait_any_page([chain])
+                        if self._stop is not None and self._stop.is_set():
+                            break
+                        page = await self._take_page(chain, wait=False)
                     if page is None:
                         break
                     chain.pending = page
