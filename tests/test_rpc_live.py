@@ -233,6 +233,9 @@ async def test_backfill_then_live_indexes_every_transfer_once(token, db_url, tmp
     await stop(indexer, task)
 
     await assert_exact(token, db_url, head)
+    # The source counts what the metrics endpoint reports: every request, none failed.
+    stats = next(iter(indexer.chains.values())).source.stats
+    assert stats.requests >= 10 and stats.errors == 0 and stats.request_seconds > 0
 
 
 async def backfilled(

@@ -97,7 +97,8 @@ class Measures:
     """What the rest of the program (progress view, metrics, benchmarks) reads."""
 
     batches: int = 0
-    events: int = 0
+    events: int = 0  # log events handled
+    block_events: int = 0  # block handler runs
     reorgs: int = 0
     rollbacks: int = 0
     preload_seconds: float = 0.0
@@ -213,6 +214,8 @@ class Indexer:
         await storage.open()
         try:
             await storage.lock()
+            # Before prepare: a refused node must leave no trace, not even the fingerprint.
+            await self._check_chain_ids()
             if self.on_storage_open is not None:
                 await self.on_storage_open(storage)
             state = await storage.prepare(
@@ -220,7 +223,6 @@ class Indexer:
                 {c.id: c.start_block for c in project.config.chains},
                 reset=self.reset,
             )
-            await self._check_chain_ids()
             self._checkpoint = state.last_checkpoint
             self.store = Store(project.schema.entities, project.classes)
             self.writer = Writer(storage, self.before_commit)
@@ -393,8 +395,10 @@ class Indexer:
 
             m = self.measures
             m.batches += 1
-            m.events += len(events)
-            m.last_batch_events = len(events)
+            log_events = sum(1 for e in events if type(e) is Event)
+            m.events += log_events
+            m.block_events += len(events) - log_events
+            m.last_batch_events = log_events
             m.last_preload_seconds = preloaded - started
             m.last_handler_seconds = handled - preloaded
             m.preload_seconds += m.last_preload_seconds

@@ -145,6 +145,16 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     return max(0.0, when.timestamp() - current)
 
 
+@dataclass
+class SourceStats:
+    """Counters the metrics endpoint reads: HTTP requests, failed ones, seconds spent."""
+
+    requests: int = 0
+    errors: int = 0
+    retries: int = 0
+    request_seconds: float = 0.0
+
+
 # The number of logs one eth_getLogs answer should carry at most, when the node allows more.
 TARGET_LOGS = 10_000
 # The first block range asked for, before the range adapts to the chain's density.
@@ -263,6 +273,7 @@ class RpcSource:
             raise ValueError("max_block_range and concurrency must be at least 1")
         self.chain_id = chain_id
         self._endpoints = [_Endpoint(u, mask_url(u)) for u in urls]
+        self.stats = SourceStats()
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._max_block_range = max_block_range
         self._concurrency = concurrency
@@ -654,6 +665,7 @@ class RpcSource:
                 answer = await self._post(endpoint, body)
             except _TransportFault as fault:
                 attempt += 1
+                self.stats.retries += 1
                 self._set_aside(endpoint, fault)
                 if attempt > self._max_retries and not self._following:
                     raise SourceError(
@@ -686,15 +698,23 @@ class RpcSource:
 
     async def _post(self, endpoint: _Endpoint, body: bytes) -> Any:
         session = self._session_now()
+        self.stats.requests += 1
+        started = time.perf_counter()
         try:
             async with session.post(endpoint.url, data=body, headers=self._headers) as response:
                 content = await response.read()
                 status = response.status
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"))
         except TimeoutError as exc:
+            self.stats.errors += 1
             raise _TransportFault("no answer within the request timeout") from exc
         except aiohttp.ClientError as exc:
+            self.stats.errors += 1
             raise _TransportFault(f"{type(exc).__name__}: {_strip_url(str(exc))}") from exc
+        finally:
+            self.stats.request_seconds += time.perf_counter() - started
+        if status >= 400:
+            self.stats.errors += 1
 
         if status == 429 or status == 408 or status >= 500:
             raise _TransportFault(f"HTTP {status}", retry_after)
