@@ -152,7 +152,7 @@ class HandlerContext:
     def __init__(self, store: Store, is_preload: bool) -> None:
         self.is_preload = is_preload
         self.checkpoint = 0
-        self.batch: Batch | None = None  # type: ignore[assignment]
+        self.batch: Batch = None  # type: ignore[assignment]  # set per batch by the processor
         self.log: Any = _QuietLogger() if is_preload else logging.getLogger("evmflow.handlers")
         for name, table in store.tables.items():
             setattr(self, name, EntityContext(table, self))

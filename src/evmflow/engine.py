@@ -355,8 +355,9 @@ class Indexer:
                 if b not in page.blocks
             }
         )
+        fetch = chain.source.headers  # type: ignore[attr-defined]
         for i in range(0, len(wanted), 100):
-            page.blocks.update(await chain.source.headers(wanted[i : i + 100]))  # type: ignore[attr-defined]
+            page.blocks.update(await fetch(wanted[i : i + 100]))
 
     async def _check(self, chain: ChainState, page: Page) -> int | None:
         """The block where ``page`` shows a fork, or None. Asks the source for the headers a

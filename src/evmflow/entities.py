@@ -139,7 +139,7 @@ def _ref_check(entity: str, field: FieldSpec) -> Check:
         if type(v) is str:
             return v
         if isinstance(v, Entity) and type(v)._entity_name == field.type_name:
-            return v.id
+            return v.id  # type: ignore[attr-defined]
         raise _fail(entity, field.name, f"the id (str) of a {field.type_name}", v)
 
     return check

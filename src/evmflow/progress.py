@@ -38,7 +38,7 @@ class ProgressView:
         return table
 
     def lines(self) -> list[tuple[str, ...]]:
-        out = []
+        out: list[tuple[str, ...]] = []
         now = time.perf_counter()
         for chain in self.indexer.chains.values():
             block = chain.progress.block

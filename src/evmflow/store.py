@@ -191,6 +191,7 @@ class Table:
         committed = self.store.committed
         entries = self.entries
         found: dict[str, tuple] = {}
+        row: tuple | None
         for row in db_rows:
             entity_id = row[0]
             entry = entries.get(entity_id)
