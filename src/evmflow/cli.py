@@ -115,10 +115,16 @@ async def _run(  # type: ignore[no-untyped-def]
     def on_signal() -> None:
         nonlocal interrupted
         if interrupted:
-            return
+            # A second Ctrl-C does not wait: every commit is one transaction, so leaving now
+            # loses only uncommitted batches, which the next run processes again.
+            click.echo("aborting: uncommitted batches are dropped, committed ones kept", err=True)
+            os._exit(130)
         interrupted = True
         stopped.set()
-        click.echo("\nstopping: finishing the batch in hand and committing...", err=True)
+        click.echo(
+            "\nstopping: finishing the batch in hand and committing (Ctrl-C again aborts)...",
+            err=True,
+        )
         indexer.stop()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
