@@ -307,8 +307,14 @@ programs = st.dictionaries(
 )
 
 
-async def _run_property(tmp_path, url, program, seed, batch_size):
+async def _run_property(tmp_path, url, program, seed, batch_size, preload="always"):
     project = write_project(tmp_path / f"p{seed}", end_block=12)
+    if preload != "always":
+        import json
+
+        config = json.loads((project / "evmflow.yaml").read_text())
+        config["engine"] = {"preload": preload}
+        (project / "evmflow.yaml").write_text(json.dumps(config))
     probe.reset(program)
     expected_reads, snapshots = serial_model(program)
     logs = [transfer_log(b, i) for b, i in sorted(program)]
@@ -417,3 +423,13 @@ async def test_database_going_away_mid_run_stops_with_earlier_batches_kept(tmp_p
         assert await table_rows(url, project) == [(f"i{b}", "x", b) for b in (1, 2, 3, 4)]
     finally:
         await drop_pg(schema)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@given(program=programs, seed=st.integers(0, 10**6), batch_size=st.sampled_from([1, 2, 5]))
+def test_preload_auto_reads_and_commits_equal_a_serial_run(
+    tmp_path_factory, program, seed, batch_size
+):
+    # With preload: auto, batches skip the preload pass while memory answers every read.
+    tmp = tmp_path_factory.mktemp("prop")
+    asyncio.run(_run_property(tmp, sqlite_url(tmp), program, seed, batch_size, "auto"))

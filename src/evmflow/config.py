@@ -158,6 +158,9 @@ class EngineConfig(_Model):
     batch boundary (the database has them)."""
     pipeline: bool = True
     """False: wait for every commit before processing the next batch."""
+    preload: Literal["always", "auto"] = "always"
+    """auto: skip the preload pass while the previous one found every read in memory
+    (re-checked every tenth batch); handlers then run once per event instead of twice."""
     multichain: Literal["unordered", "ordered"] = "unordered"
     """ordered: events of all chains in one order (block timestamp, chain id, block, log
     index); unordered: each chain in its own order, chains interleaved by batch."""

@@ -175,6 +175,9 @@ class Indexer:
         self.source_overrides = sources or {}
         self.preload_enabled = preload
         self.ordered = engine.multichain == "ordered"
+        self.preload_mode = engine.preload
+        self._last_preload_read = True
+        self._batches_since_preload = 0
         self.cache_limit = cache_limit or engine.cache_limit
         self.on_storage_open = on_storage_open
         self.measures = Measures()
@@ -388,8 +391,13 @@ class Indexer:
             store.begin_batch(batch)
             route = _handlers_of
             started = time.perf_counter()
-            if self.preload_enabled and events:
+            if self.preload_enabled and events and self._should_preload():
+                queries_before = processor.queries
                 await processor.preload(events, route)
+                self._last_preload_read = processor.queries > queries_before
+                self._batches_since_preload = 0
+            else:
+                self._batches_since_preload += 1
             preloaded = time.perf_counter()
             await processor.run(events, route, batch)
             handled = time.perf_counter()
@@ -514,6 +522,13 @@ class Indexer:
             if self._stop is not None and self._stop.is_set():
                 break
         return self._finish_batch(batch, events, ranges)
+
+    def _should_preload(self) -> bool:
+        """Always, unless the project chose ``preload: auto``: then a batch skips the preload
+        pass while the last one found everything in memory, re-checking every tenth batch."""
+        if self.preload_mode == "always" or self._last_preload_read:
+            return True
+        return self._batches_since_preload >= 9
 
     def _finish_batch(
         self, batch: Batch, events: list[Event], ranges: dict[int, list[int]]
