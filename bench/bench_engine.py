@@ -91,7 +91,7 @@ def dataset(name: str) -> tuple[Path, int, int, int]:
     return HERE / "data" / name, meta["chain_id"], meta["first_block"], meta["last_block"]
 
 
-def write_project(folder: Path, data: str) -> Path:
+def write_project(folder: Path, data: str, preload: str = "always") -> Path:
     prefix, chain_id, first, last = dataset(data)
     abi = ROOT / "examples" / "erc20-mainnet" / "abis" / "ERC20.json"
     (folder / "schema.graphql").write_text(SCHEMA)
@@ -107,6 +107,7 @@ def write_project(folder: Path, data: str) -> Path:
             }
         ],
         "contracts": [{"name": "ERC20", "abi": str(abi), "events": ["Transfer"]}],
+        "engine": {"preload": preload},
     }
     (folder / "evmflow.yaml").write_text(json.dumps(config))
     return folder
@@ -158,7 +159,7 @@ CONFIGS = {
 def child(args: argparse.Namespace) -> None:
     kind, pipeline, delay = CONFIGS[args.child]
     with tempfile.TemporaryDirectory() as tmp:
-        project = write_project(Path(tmp), args.data)
+        project = write_project(Path(tmp), args.data, args.preload)
         proxy = None
         schema = "bench_" + uuid.uuid4().hex[:8]
         if kind == "sqlite":
@@ -194,6 +195,7 @@ def main() -> None:
     parser.add_argument("--data", default="transfers-1m")
     parser.add_argument("--only", action="append", choices=sorted(CONFIGS))
     parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--preload", choices=["always", "auto"], default="always")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -213,6 +215,8 @@ def main() -> None:
                 args.data,
                 "--batch-size",
                 str(args.batch_size),
+                "--preload",
+                args.preload,
                 "--child",
                 name,
             ],
