@@ -139,6 +139,7 @@ def run_one(project: Path, url: str, pipeline: bool, batch_size: int) -> dict:
         "commit_s": round(w.commit_seconds, 2),
         "commits": w.commits,
         "waited_on_writer_s": round(m.waited_on_writer_seconds, 2),
+        "waited_on_source_s": round(m.waited_on_source_seconds, 2),
         "writer_idle_s": round(w.idle_seconds, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }

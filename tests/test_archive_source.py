@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from evmflow.errors import SourceError
+from evmflow.sources import archive
 from evmflow.sources.archive import ArchiveSource
 from evmflow.sources.base import LogFilter, Page
 
@@ -47,6 +48,15 @@ def raw_logs(path: Path) -> list[dict]:
 def raw_blocks(path: Path) -> dict[int, dict]:
     with gzip.open(path, "rt") as lines:
         return {int(b["number"], 16): b for b in map(json.loads, lines)}
+
+
+@pytest.fixture(params=["thread", "thread-chunks-of-3", "process-chunks-of-3"])
+def reader(request, monkeypatch) -> dict:
+    """ArchiveSource options for each way of reading: in a thread or a child process, and
+    with chunks so small that files of a few lines already take the parsed-chunk path."""
+    if request.param.endswith("chunks-of-3"):
+        monkeypatch.setattr(archive._LogStream, "CHUNK_LINES", 3)
+    return {"process": request.param.startswith("process")}
 
 
 def source(name: str, **kw) -> ArchiveSource:
@@ -101,10 +111,10 @@ def check_coverage(pages: list[Page], start: int, end: int) -> None:
 
 
 @pytest.mark.parametrize("name", DATASETS)
-async def test_each_filter_gives_exactly_the_matching_logs_of_the_raw_file(name):
+async def test_each_filter_gives_exactly_the_matching_logs_of_the_raw_file(name, reader):
     data = _data_dir()
     logs = raw_logs(data / f"{name}.logs.jsonl.gz")
-    src = source(name, page_blocks=7, unknown_timestamp=NO_TIME)
+    src = source(name, page_blocks=7, unknown_timestamp=NO_TIME, **reader)
     first, last = key(logs[0])[0], key(logs[-1])[0]
 
     for label, (filters, predicate) in filter_cases(logs).items():
@@ -260,15 +270,15 @@ def write_lines(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-async def test_an_unsorted_logs_file_is_an_error_naming_file_and_line(tmp_path):
+async def test_an_unsorted_logs_file_is_an_error_naming_file_and_line(tmp_path, reader):
     rows = raw_logs(_data_dir() / "firehose-17686110.logs.jsonl.gz")[:10]
     rows[4], rows[5] = rows[5], rows[4]  # same block: log indexes out of order
     path = write_lines(tmp_path / "bad.logs.jsonl", rows)
     with pytest.raises(SourceError, match=r"bad\.logs\.jsonl:6: the file is not sorted"):
-        await collect(ArchiveSource(path), 0, None, [LogFilter(None, [])])
+        await collect(ArchiveSource(path, **reader), 0, None, [LogFilter(None, [])])
 
 
-async def test_a_block_out_of_order_is_an_error_even_when_no_filter_matches_it(tmp_path):
+async def test_a_block_out_of_order_is_an_error_even_when_no_filter_matches_it(tmp_path, reader):
     rows = raw_logs(_data_dir() / "chainstorage.logs.jsonl.gz")
     first_of_second_block = next(
         i for i, r in enumerate(rows) if r["blockNumber"] != rows[0]["blockNumber"]
@@ -277,22 +287,22 @@ async def test_a_block_out_of_order_is_an_error_even_when_no_filter_matches_it(t
     path = write_lines(tmp_path / "late.logs.jsonl", rows)
     nothing = [LogFilter(["0x" + "ab" * 20], [TRANSFER])]
     with pytest.raises(SourceError, match=rf"late\.logs\.jsonl:{first_of_second_block + 4}:"):
-        await collect(ArchiveSource(path), 0, None, nothing)
+        await collect(ArchiveSource(path, **reader), 0, None, nothing)
 
 
-async def test_a_duplicate_log_is_an_error(tmp_path):
+async def test_a_duplicate_log_is_an_error(tmp_path, reader):
     rows = raw_logs(_data_dir() / "chainstorage.logs.jsonl.gz")[:5]
     path = write_lines(tmp_path / "dup.logs.jsonl", rows[:3] + rows[2:])
     with pytest.raises(SourceError, match=r"dup\.logs\.jsonl:4: .* repeats"):
-        await collect(ArchiveSource(path), 0, None, [LogFilter(None, [])])
+        await collect(ArchiveSource(path, **reader), 0, None, [LogFilter(None, [])])
 
 
-async def test_a_block_with_two_hashes_is_an_error(tmp_path):
+async def test_a_block_with_two_hashes_is_an_error(tmp_path, reader):
     rows = raw_logs(_data_dir() / "chainstorage.logs.jsonl.gz")[:5]
     rows[3] = dict(rows[3], blockHash="0x" + "11" * 32)
     path = write_lines(tmp_path / "fork.logs.jsonl", rows)
     with pytest.raises(SourceError, match="two hashes"):
-        await collect(ArchiveSource(path), 0, None, [LogFilter(None, [])])
+        await collect(ArchiveSource(path, **reader), 0, None, [LogFilter(None, [])])
 
 
 async def test_without_a_blocks_file_headers_come_from_the_logs(tmp_path):
@@ -310,17 +320,17 @@ async def test_without_a_blocks_file_headers_come_from_the_logs(tmp_path):
     assert all(h.parent_hash is None for h in headers.values())
 
 
-async def test_a_line_that_is_not_a_log_is_an_error_naming_file_and_line(tmp_path):
+async def test_a_line_that_is_not_a_log_is_an_error_naming_file_and_line(tmp_path, reader):
     rows = raw_logs(_data_dir() / "chainstorage.logs.jsonl.gz")[:3]
     path = write_lines(tmp_path / "odd.logs.jsonl", rows)
     odd = json.dumps({"address": "0x12", "blockNumber": rows[-1]["blockNumber"]})
     path.write_text(path.read_text() + odd + "\n")
     with pytest.raises(SourceError, match=r"odd\.logs\.jsonl:4: expected an eth_getLogs log"):
-        await collect(ArchiveSource(path), 0, None, [LogFilter(None, [])])
+        await collect(ArchiveSource(path, **reader), 0, None, [LogFilter(None, [])])
 
     path.write_text("not json\n")
     with pytest.raises(SourceError, match=r"odd\.logs\.jsonl:1: not a JSON object"):
-        await collect(ArchiveSource(path), 0, 10, [LogFilter(None, [])])
+        await collect(ArchiveSource(path, **reader), 0, 10, [LogFilter(None, [])])
 
 
 async def test_a_consumer_may_stop_after_any_page():
@@ -375,3 +385,62 @@ async def test_an_archive_written_by_gen_transfers_reads_back_as_the_chain_serve
     assert {n: (h.hash, h.parent_hash, h.timestamp) for n, h in headers.items()} == {
         n: (b["hash"], b["parentHash"], int(b["timestamp"], 16)) for n, b in chain_blocks.items()
     }
+
+
+async def test_blank_lines_crlf_and_removed_logs_read_the_same_on_every_path(tmp_path, reader):
+    rows = raw_logs(_data_dir() / "chainstorage.logs.jsonl.gz")[:40]
+    removed = {7, 8, 30}
+    lines = []
+    for i, r in enumerate(rows):
+        lines.append(json.dumps(dict(r, removed=True) if i in removed else r) + "\r\n")
+        if i in (5, 21):
+            lines.append("\n   \n")
+    path = tmp_path / "messy.logs.jsonl"
+    path.write_text("".join(lines))
+    pages = await collect(ArchiveSource(path, **reader), 0, None, [LogFilter(None, [])])
+    got = [(log.block_number, log.log_index, log.data) for p in pages for log in p.logs]
+    assert got == [key(r) + (r["data"],) for i, r in enumerate(rows) if i not in removed]
+
+
+def _reader_children() -> list[int]:
+    """Pids of this process's archive reader children that are still alive."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"_archive_worker" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+async def test_a_reader_process_that_dies_is_an_error_and_one_not_needed_is_stopped():
+    src = source("firehose-17686110", page_blocks=1, process=True)
+    assert not _reader_children()
+    async with contextlib.aclosing(src.pages(17686110, None, [LogFilter(None, [])])) as pages:
+        async for _ in pages:
+            (child,) = _reader_children()
+            break
+    assert not _reader_children(), "the child outlived the pages it was reading"
+
+    with pytest.raises(SourceError, match=r"reader process ended early \(exit code -9\)"):
+        async for _ in src.pages(17686110, None, [LogFilter(None, [])]):
+            for child in _reader_children():
+                os.kill(child, 9)
+    assert not _reader_children()
+
+
+def test_the_reader_is_a_process_for_large_files_unless_told(tmp_path, monkeypatch):
+    path = tmp_path / "x.logs.jsonl"
+    path.write_bytes(b"\n" * 1000)
+    monkeypatch.setattr(archive, "PROCESS_MIN_BYTES", 1000)
+    assert ArchiveSource(path).process is True
+    assert ArchiveSource(path, process=False).process is False
+    monkeypatch.setattr(archive, "PROCESS_MIN_BYTES", 1001)
+    assert ArchiveSource(path).process is False
+    assert ArchiveSource(path, process=True).process is True

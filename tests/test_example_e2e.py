@@ -95,6 +95,15 @@ def test_batch_sizes_and_no_pipeline_give_identical_tables(
         assert "5177 events in" in result.stderr, options
         assert dump_db(db_url) == reference, f"tables differ with {options}"
 
+    # The archive parsed in a child process instead of a thread.
+    config = example_project / "evmflow.yaml"
+    text = config.read_text()
+    assert "      path: data/firehose-17686110\n" in text
+    config.write_text(text.replace("      path:", "      reader: process\n      path:"))
+    result = run_evmflow("run", example_project, "--db", db_url, "--reset")
+    assert_ran(result)
+    assert dump_db(db_url) == reference, "tables differ with reader: process"
+
 
 def test_init_writes_a_project_that_runs(tmp_path: Path, expected: Erc20Index):
     project = tmp_path / "my-indexer"

@@ -105,6 +105,7 @@ class Measures:
     handler_seconds: float = 0.0
     decode_seconds: float = 0.0
     waited_on_writer_seconds: float = 0.0
+    waited_on_source_seconds: float = 0.0
     last_batch_events: int = 0
     last_preload_seconds: float = 0.0
     last_handler_seconds: float = 0.0
@@ -115,7 +116,12 @@ def make_source(project: Project, chain: ChainConfig) -> Source:
     if chain.archive is not None:
         from .sources.archive import ArchiveSource
 
-        return ArchiveSource(chain.archive.logs_file(), chain.archive.blocks_file())
+        reader = chain.archive.reader
+        return ArchiveSource(
+            chain.archive.logs_file(),
+            chain.archive.blocks_file(),
+            process=None if reader == "auto" else reader == "process",
+        )
     if chain.rpc is not None:
         from .sources.rpc import RpcSource
 
@@ -573,7 +579,9 @@ class Indexer:
             waiting = [c for c in active if not c.done and not c.ready]
             if not waiting:
                 break
+            started = time.perf_counter()
             await self._wait_any_page(waiting)
+            self.measures.waited_on_source_seconds += time.perf_counter() - started
             if self._stop is not None and self._stop.is_set():
                 break
         return self._finish_batch(batch, events, ranges)

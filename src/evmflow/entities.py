@@ -49,6 +49,18 @@ def _fail(entity: str, field: str, expected: str, value: Any) -> EntityError:
     )
 
 
+# Lowercase hex strings that passed a Bytes check: addresses and hashes recur, and a set lookup
+# is several times cheaper than the regular expression. Bounded by clearing.
+_KNOWN_HEX: set[str] = set()
+_KNOWN_HEX_LIMIT = 200_000
+
+
+def _remember_hex(v: str) -> None:
+    if len(_KNOWN_HEX) >= _KNOWN_HEX_LIMIT:
+        _KNOWN_HEX.clear()
+    _KNOWN_HEX.add(v)
+
+
 def _scalar_check(entity: str, field: FieldSpec, type_name: str, enums: dict) -> Check:
     name = field.name
 
@@ -64,7 +76,10 @@ def _scalar_check(entity: str, field: FieldSpec, type_name: str, enums: dict) ->
             if isinstance(v, bytes | bytearray):
                 return "0x" + bytes(v).hex()
             if type(v) is str and _HEX_BYTES(v):
-                return v.lower()
+                lower = v.lower()
+                if lower is v or lower == v:
+                    _remember_hex(v)
+                return lower
             raise _fail(entity, name, "bytes or a 0x-prefixed even-length hex str", v)
     elif type_name == "Int":
 
@@ -251,6 +266,10 @@ def _generate_row_methods(
         inline = _INLINE.get(f.type_name) if f.kind == "scalar" and not f.is_list else None
         if inline and f.required:
             lines.append(f"    if type(v{i}) is not {inline}: v{i} = check{i}(v{i})")
+        elif f.type_name == "Bytes" and f.kind == "scalar" and not f.is_list and f.required:
+            lines.append(
+                f"    if type(v{i}) is not str or v{i} not in known_hex: v{i} = check{i}(v{i})"
+            )
         elif f.type_name == "Int" and f.kind == "scalar" and not f.is_list and f.required:
             lines.append(
                 f"    if type(v{i}) is not int or not {INT64_MIN} <= v{i} <= {INT64_MAX}: "
@@ -268,7 +287,11 @@ def _generate_row_methods(
     lines.append("    obj = new(cls)")
     lines.append(f"    {', '.join(f'obj.{a}' for a in attributes)}, = row")
     lines.append("    return obj")
-    namespace: dict[str, Any] = {"new": object.__new__, "refuse": _refuse_unknown}
+    namespace: dict[str, Any] = {
+        "new": object.__new__,
+        "refuse": _refuse_unknown,
+        "known_hex": _KNOWN_HEX,
+    }
     code = "\n".join(lines)
     exec(compile(code, f"<evmflow entity {spec.name}>", "exec"), namespace)
     return namespace["to_row"], namespace["from_row"], namespace["__init__"]

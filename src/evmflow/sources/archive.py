@@ -29,15 +29,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gzip
+import itertools
 import logging
+import os
+import pickle
+import subprocess
+import sys
+import zlib
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path
-from typing import IO, TypeVar, cast
+from typing import TypeVar
 
 import orjson
 
 from ..errors import SourceError
+from . import _archive_worker as _worker
 from .base import BlockHeader, Log, LogFilter, Page
 
 logger = logging.getLogger(__name__)
@@ -49,10 +55,43 @@ _TOPICS_KEY = b'"topics":["'
 _NOT_WANTED: frozenset[bytes] = frozenset()
 
 
-def _open(path: Path) -> IO[bytes]:
-    if path.suffix == ".gz":
-        return cast(IO[bytes], gzip.open(path, "rb"))
-    return open(path, "rb")
+_CHUNK = 1 << 20
+# Logs files from this size on are read in a child process when the source is not told.
+PROCESS_MIN_BYTES = 1 << 20
+PROCESS_PAGE_LOGS = 5000
+
+
+def _lines(path: Path) -> Generator[bytes, None, None]:
+    """The lines of a file (without their newline), gunzipped when its name ends in ``.gz``.
+
+    Reads megabyte chunks and splits them: ``gzip.open(...).readline`` spends more in
+    per-line Python calls than parsing the line costs.
+    """
+    with open(path, "rb") as raw:
+        inflate = zlib.decompressobj(wbits=31) if path.suffix == ".gz" else None
+        rest = b""
+        while chunk := raw.read(_CHUNK):
+            if inflate is None:
+                data = chunk
+            else:
+                parts = []
+                try:
+                    while chunk:
+                        if inflate.eof:
+                            # gzip and pigz may write several members, one after the other.
+                            inflate = zlib.decompressobj(wbits=31)
+                        parts.append(inflate.decompress(chunk))
+                        chunk = inflate.unused_data
+                except zlib.error as exc:
+                    raise SourceError(f"{path}: not a readable gzip file: {exc}") from exc
+                data = b"".join(parts)
+            lines = (rest + data).split(b"\n")
+            rest = lines.pop()
+            yield from lines
+        if inflate is not None and not inflate.eof:
+            raise SourceError(f"{path}: the gzip data ends early (a truncated file?)")
+        if rest:
+            yield rest
 
 
 class _Matcher:
@@ -134,50 +173,113 @@ class _LogStream:
         self.to_block = to_block
         self.matcher = matcher
 
+    # Lines are handled in chunks. Where most lines match (a dense archive), a chunk is parsed
+    # with one orjson call and checked on the parsed objects; where few do, each line is
+    # first looked at as bytes (see the module docstring). Irregular lines (blank, malformed,
+    # misordered) send their chunk to the line-by-line path, which names the line at fault.
+    CHUNK_LINES = 2048
+
     def __iter__(self) -> Iterator[Log]:
+        self._previous_block = -1
+        self._previous_key = (-1, -1)
+        dense = False
+        line_no = 0
+        lines = _lines(self.path)
+        with contextlib.closing(lines):
+            while chunk := list(itertools.islice(lines, self.CHUNK_LINES)):
+                first = line_no + 1
+                line_no += len(chunk)
+                done = self._parse_chunk(chunk) if dense else None
+                if done is None:
+                    done = self._line_by_line(chunk, first)
+                logs, stop, candidates = done
+                yield from logs
+                if stop:
+                    return
+                dense = candidates * 2 > len(chunk)
+
+    def _parse_chunk(self, chunk: list[bytes]) -> tuple[list[Log], bool, int] | None:
+        """The chunk's logs, whether the range ended in it, and how many lines were in range
+        and matched; None when a line is irregular. Changes no state before it succeeds."""
+        try:
+            raws = orjson.loads(b"[" + b",".join(chunk) + b"]")
+        except orjson.JSONDecodeError:
+            return None
+        from_block, to_block, matches = self.from_block, self.to_block, self.matcher.matches
+        previous_block, previous_key = self._previous_block, self._previous_key
+        logs: list[Log] = []
+        stop = False
+        try:
+            for raw in raws:
+                block = int(raw["blockNumber"], 16)
+                if block < previous_block:
+                    return None
+                previous_block = block
+                if block > to_block:
+                    stop = True
+                    break
+                if block < from_block or raw.get("removed") is True:
+                    continue
+                log = Log.from_rpc(raw)
+                if not matches(log.address, log.topics[0] if log.topics else None):
+                    continue
+                key = (block, log.log_index)
+                if key <= previous_key:
+                    return None
+                previous_key = key
+                logs.append(log)
+        except (KeyError, ValueError, TypeError, AttributeError, IndexError):
+            return None
+        self._previous_block, self._previous_key = previous_block, previous_key
+        return logs, stop, len(logs)
+
+    def _line_by_line(self, chunk: list[bytes], first: int) -> tuple[list[Log], bool, int]:
         path, from_block, to_block, matcher = (
             self.path,
             self.from_block,
             self.to_block,
             self.matcher,
         )
-        previous_block = -1
-        previous_key = (-1, -1)
-        with _open(path) as lines:
-            for line_no, line in enumerate(lines, 1):
-                block = _cut_block_number(line)
-                raw: dict | None = None
-                if block is None:
-                    if not line.strip():
-                        continue
-                    raw = _parse(line, path, line_no)
-                    block = _hex_field(raw, "blockNumber", path, line_no)
-                if block < previous_block:
-                    raise _unsorted(path, line_no, f"block {block} follows block {previous_block}")
-                previous_block = block
-                if block > to_block:
-                    return
-                if block < from_block or not matcher.may_match(line):
+        logs: list[Log] = []
+        candidates = 0
+        for line_no, line in enumerate(chunk, first):
+            block = _cut_block_number(line)
+            raw: dict | None = None
+            if block is None:
+                if not line.strip():
                     continue
-
-                if raw is None:
-                    raw = _parse(line, path, line_no)
-                log = _build(Log.from_rpc, raw, path, line_no, _LOG_FIELDS)
-                if raw.get("removed") is True:
-                    continue
-                if not matcher.matches(log.address, log.topics[0] if log.topics else None):
-                    continue
-                key = (log.block_number, log.log_index)
-                if key <= previous_key:
-                    what = "repeats" if key == previous_key else "comes after"
-                    raise _unsorted(
-                        path,
-                        line_no,
-                        f"log {log.log_index} of block {log.block_number} {what} log "
-                        f"{previous_key[1]} of block {previous_key[0]}",
-                    )
-                previous_key = key
-                yield log
+                raw = _parse(line, path, line_no)
+                block = _hex_field(raw, "blockNumber", path, line_no)
+            if block < self._previous_block:
+                raise _unsorted(
+                    path, line_no, f"block {block} follows block {self._previous_block}"
+                )
+            self._previous_block = block
+            if block > to_block:
+                return logs, True, candidates
+            if block < from_block or not matcher.may_match(line):
+                continue
+            candidates += 1
+            if raw is None:
+                raw = _parse(line, path, line_no)
+            log = _build(Log.from_rpc, raw, path, line_no, _LOG_FIELDS)
+            if raw.get("removed") is True:
+                continue
+            if not matcher.matches(log.address, log.topics[0] if log.topics else None):
+                continue
+            key = (log.block_number, log.log_index)
+            previous_key = self._previous_key
+            if key <= previous_key:
+                what = "repeats" if key == previous_key else "comes after"
+                raise _unsorted(
+                    path,
+                    line_no,
+                    f"log {log.log_index} of block {log.block_number} {what} log "
+                    f"{previous_key[1]} of block {previous_key[0]}",
+                )
+            self._previous_key = key
+            logs.append(log)
+        return logs, False, candidates
 
 
 class _BlockStream:
@@ -186,7 +288,7 @@ class _BlockStream:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._lines: Iterator[tuple[int, bytes]] | None = None
-        self._file: IO[bytes] | None = None
+        self._file: Generator[bytes, None, None] | None = None
         self._current: BlockHeader | None = None
         self._done = path is None
         self._previous = -1
@@ -202,7 +304,7 @@ class _BlockStream:
     def _advance(self) -> None:
         assert self.path is not None
         if self._lines is None:
-            self._file = _open(self.path)
+            self._file = _lines(self.path)
             self._lines = enumerate(self._file, 1)
         for line_no, line in self._lines:
             if not line.strip():
@@ -308,6 +410,7 @@ class ArchiveSource:
         max_page_logs: int = 20_000,
         last_block: int | None = None,
         unknown_timestamp: int | None = None,
+        process: bool | None = None,
     ) -> None:
         if page_blocks < 1 or max_page_logs < 1:
             raise ValueError("page_blocks and max_page_logs must be at least 1")
@@ -320,6 +423,10 @@ class ArchiveSource:
         self.max_page_logs = max_page_logs
         self.last_block = last_block
         self.unknown_timestamp = unknown_timestamp
+        # Parse in a child process (see _archive_worker): None decides by the file's size.
+        self.process = (
+            process if process is not None else self.logs_file.stat().st_size >= PROCESS_MIN_BYTES
+        )
         self._highest: int | None = None
 
     def __repr__(self) -> str:
@@ -343,7 +450,8 @@ class ArchiveSource:
         # source has to switch to it at that block.
         end = to_block if to_block is not None else await self.head()
         logger.debug("%s: pages of blocks %d..%d", self.logs_file, from_block, end)
-        pages = self._iter_pages(from_block, end, filters)
+        child = _Child(self, from_block, end, filters) if self.process else None
+        pages = child.pages() if child is not None else self._iter_pages(from_block, end, filters)
         try:
             while True:
                 page = await asyncio.to_thread(next, pages, None)
@@ -351,6 +459,8 @@ class ArchiveSource:
                     return
                 yield page
         finally:
+            if child is not None:
+                child.stop()
             # Cancelled while a worker thread still runs next(): the generator cannot be closed
             # from here ("already executing"); it closes its files when it is collected.
             with contextlib.suppress(ValueError):
@@ -358,7 +468,8 @@ class ArchiveSource:
 
     def _scan_highest(self) -> int:
         highest = -1
-        with _open(self.logs_file) as lines:
+        lines = _lines(self.logs_file)
+        with contextlib.closing(lines):
             for line_no, line in enumerate(lines, 1):
                 block = _cut_block_number(line)
                 if block is None and line.strip():
@@ -475,3 +586,79 @@ class ArchiveSource:
             f"{log.block_hash} (log {log.log_index}): the archive mixes two versions of the "
             "block (a reorg); keep only the canonical one in both files"
         )
+
+
+class _Child:
+    """An archive reader process for one ``pages`` call, and its pages as they arrive."""
+
+    def __init__(
+        self, source: ArchiveSource, from_block: int, end: int, filters: list[LogFilter]
+    ) -> None:
+        self.logs_file = source.logs_file
+        job = {
+            "logs_file": source.logs_file,
+            "blocks_file": source.blocks_file,
+            "page_blocks": source.page_blocks,
+            # Smaller pages than in a thread: the first arrives sooner, and the pipe carries
+            # the same logs either way.
+            "max_page_logs": min(source.max_page_logs, PROCESS_PAGE_LOGS),
+            "last_block": source.last_block,
+            "unknown_timestamp": source.unknown_timestamp,
+            "chunk_lines": _LogStream.CHUNK_LINES,
+            "from_block": from_block,
+            "end": end,
+            "filters": filters,
+        }
+        # The child imports this very package, wherever it was loaded from.
+        package_root = str(Path(__file__).resolve().parents[2])
+        path = os.environ.get("PYTHONPATH")
+        env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "evmflow.sources._archive_worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass  # it died at once; pages() reports how
+
+    def pages(self) -> Generator[Page, None, None]:
+        out = self.proc.stdout
+        assert out is not None
+        while True:
+            head = out.read(_worker.FRAME.size)
+            if len(head) < _worker.FRAME.size:
+                raise self._ended_early()
+            kind, size = _worker.FRAME.unpack(head)
+            body = out.read(size)
+            if len(body) < size:
+                raise self._ended_early()
+            if kind == _worker.PAGE:
+                yield _worker.load_page(body)
+            elif kind == _worker.END:
+                return
+            elif kind == _worker.ERROR:
+                raise SourceError(body.decode())
+            else:
+                raise SourceError(
+                    f"{self.logs_file}: the archive reader process failed:\n{body.decode()}"
+                )
+
+    def _ended_early(self) -> SourceError:
+        code = self.proc.wait()
+        return SourceError(
+            f"{self.logs_file}: the archive reader process ended early (exit code {code}); "
+            "see its output above, or set 'reader: thread' on the archive to read in the "
+            "indexer's own process"
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()

@@ -99,18 +99,26 @@ def postgres_from_db(f: FieldSpec) -> Convert:
 
 
 def row_converter(converters: list[Convert]) -> Callable[[tuple], tuple] | None:
-    """One function converting a whole row, or None when no column needs converting."""
-    active = [(i, c) for i, c in enumerate(converters) if c is not None]
-    if not active:
+    """One function converting a whole row, or None when no column needs converting.
+
+    Straight-line code (``(row[0], c1(row[1]), ...)``): it runs for every row written.
+    """
+    if all(c is None for c in converters):
         return None
+    items = ", ".join(
+        f"row[{i}]" if c is None else f"c{i}(row[{i}])" for i, c in enumerate(converters)
+    )
+    namespace: dict[str, Any] = {f"c{i}": c for i, c in enumerate(converters) if c is not None}
+    exec(f"def convert(row):\n    return ({items},)", namespace)
+    return namespace["convert"]  # type: ignore[no-any-return]
 
-    def convert(row: tuple) -> tuple:
-        out = list(row)
-        for i, c in active:
-            out[i] = c(out[i])
-        return tuple(out)
 
-    return convert
+def numeric_text(f: FieldSpec) -> Convert:
+    """NUMERIC columns as decimal text: asyncpg encodes a number as NUMERIC several times
+    slower than PostgreSQL parses its text (``bench/bench_engine.py``)."""
+    if f.is_list or f.type_name not in ("BigInt", "BigDecimal"):
+        return None
+    return str if f.required and f.name != "id" else _optional(str)
 
 
 SQLITE_TYPES = {

@@ -37,7 +37,14 @@ from .base import (
     quote,
     schema_fingerprint,
 )
-from .convert import POSTGRES_TYPES, column_type, postgres_from_db, postgres_to_db, row_converter
+from .convert import (
+    POSTGRES_TYPES,
+    column_type,
+    numeric_text,
+    postgres_from_db,
+    postgres_to_db,
+    row_converter,
+)
 
 
 def split_url(url: str) -> tuple[str, str | None]:
@@ -68,6 +75,16 @@ class PostgresStorage(Storage):
         self._writer: asyncpg.Connection | None = None
         self._to_db = {
             n: row_converter([postgres_to_db(f) for f in lay.fields])
+            for n, lay in self.layouts.items()
+        }
+        # Rows bound for a staging table, whose NUMERIC columns are TEXT (see _create_staging):
+        # from entity values, and from values read back from the database (rollbacks).
+        self._to_stage = {
+            n: row_converter([postgres_to_db(f) or numeric_text(f) for f in lay.fields])
+            for n, lay in self.layouts.items()
+        }
+        self._db_to_stage = {
+            n: row_converter([numeric_text(f) for f in lay.fields])
             for n, lay in self.layouts.items()
         }
         self._from_db = {
@@ -236,10 +253,16 @@ class PostgresStorage(Storage):
                     )
 
     async def _create_staging(self, db: asyncpg.Connection) -> None:
+        # NUMERIC columns are staged as TEXT and cast in the upsert: PostgreSQL parses decimal
+        # text far faster than asyncpg encodes Python ints as binary NUMERIC.
         for name, lay in self.layouts.items():
+            columns = ", ".join(
+                f"{col} {'TEXT' if sql_type == 'NUMERIC' else sql_type}"
+                for col, sql_type in zip(lay.columns, self._sql_types[name], strict=True)
+            )
             await db.execute(
-                f"CREATE TEMP TABLE IF NOT EXISTS {quote('_stage_' + name)} "
-                f"(LIKE {lay.table}) ON COMMIT DELETE ROWS"
+                f"CREATE TEMP TABLE IF NOT EXISTS {quote('_stage_' + name)} ({columns}) "
+                "ON COMMIT DELETE ROWS"
             )
 
     # -- reads -------------------------------------------------------------------------------
@@ -311,12 +334,15 @@ class PostgresStorage(Storage):
                         f'DELETE FROM {lay.table} WHERE "id" = ANY($1::text[])', deletes
                     )
                 if upserts:
-                    convert = self._to_db[entity]
-                    if convert:
-                        upserts = [convert(r) for r in upserts]
                     if self.upsert_method == "copy":
+                        convert = self._to_stage[entity]
+                        if convert:
+                            upserts = [convert(r) for r in upserts]
                         script.append(await self._stage(db, entity, upserts))
                     else:
+                        convert = self._to_db[entity]
+                        if convert:
+                            upserts = [convert(r) for r in upserts]
                         await self._upsert_unnest(db, entity, upserts)
             for cid, p in commit.chains.items():
                 script.append(
@@ -339,17 +365,25 @@ class PostgresStorage(Storage):
         )
 
     async def _stage(self, db: asyncpg.Connection, entity: str, rows: list[tuple]) -> str:
-        """COPY rows into the entity's staging table; returns the statement that upserts them."""
+        """COPY staged rows (``_to_stage``) into the entity's staging table; returns the
+        statement that upserts them."""
         stage = "_stage_" + entity
         await db.copy_records_to_table(stage, records=rows, schema_name="pg_temp")
         lay = self.layouts[entity]
-        cols = ", ".join(lay.columns)
+        values = ", ".join(
+            f"{col}::NUMERIC" if sql_type == "NUMERIC" else col
+            for col, sql_type in zip(lay.columns, self._sql_types[entity], strict=True)
+        )
         return (
-            f"INSERT INTO {lay.table} ({cols}) SELECT {cols} FROM pg_temp.{quote(stage)} "
-            f"{self._conflict_clause(entity)}"
+            f"INSERT INTO {lay.table} ({', '.join(lay.columns)}) SELECT {values} "
+            f"FROM pg_temp.{quote(stage)} {self._conflict_clause(entity)}"
         )
 
     async def _upsert_copy(self, db: asyncpg.Connection, entity: str, rows: list[tuple]) -> None:
+        """Upsert rows as the database gave them (NUMERIC as Decimal)."""
+        convert = self._db_to_stage[entity]
+        if convert:
+            rows = [convert(r) for r in rows]
         await db.execute(await self._stage(db, entity, rows))
 
     async def _upsert_unnest(self, db: asyncpg.Connection, entity: str, rows: list[tuple]) -> None:
