@@ -444,3 +444,17 @@ def test_the_reader_is_a_process_for_large_files_unless_told(tmp_path, monkeypat
     monkeypatch.setattr(archive, "PROCESS_MIN_BYTES", 1001)
     assert ArchiveSource(path).process is False
     assert ArchiveSource(path, process=True).process is True
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"address": 5}, {"topics": "0xab"}, {"topics": [1]}, {"data": None}, {"logIndex": 7}],
+)
+async def test_a_log_with_a_value_of_the_wrong_type_is_an_error_naming_its_line(
+    tmp_path, reader, change
+):
+    rows = raw_logs(_data_dir() / "chainstorage.logs.jsonl.gz")[:12]
+    rows[8] = dict(rows[8], **change)
+    path = write_lines(tmp_path / "typed.logs.jsonl", rows)
+    with pytest.raises(SourceError, match=r"typed\.logs\.jsonl:9: expected an eth_getLogs log"):
+        await collect(ArchiveSource(path, **reader), 0, None, [LogFilter(None, [])])

@@ -201,8 +201,11 @@ class _LogStream:
     def _parse_chunk(self, chunk: list[bytes]) -> tuple[list[Log], bool, int] | None:
         """The chunk's logs, whether the range ended in it, and how many lines were in range
         and matched; None when a line is irregular. Changes no state before it succeeds."""
+        # Lowercased as a whole: every value evmflow reads is hex, which it keeps in lowercase,
+        # and one bytes.lower() is far cheaper than a str.lower() per value. Keys are read in
+        # lowercase below.
         try:
-            raws = orjson.loads(b"[" + b",".join(chunk) + b"]")
+            raws = orjson.loads(b"[" + b",".join(chunk).lower() + b"]")
         except orjson.JSONDecodeError:
             return None
         from_block, to_block, matches = self.from_block, self.to_block, self.matcher.matches
@@ -211,7 +214,7 @@ class _LogStream:
         stop = False
         try:
             for raw in raws:
-                block = int(raw["blockNumber"], 16)
+                block = int(raw["blocknumber"], 16)
                 if block < previous_block:
                     return None
                 previous_block = block
@@ -220,14 +223,34 @@ class _LogStream:
                     break
                 if block < from_block or raw.get("removed") is True:
                     continue
-                log = Log.from_rpc(raw)
-                if not matches(log.address, log.topics[0] if log.topics else None):
+                address, topics, data = raw["address"], raw["topics"], raw["data"]
+                block_hash, tx_hash = raw["blockhash"], raw["transactionhash"]
+                # Anything but strings where strings belong goes to the path that names it.
+                if type(topics) is not list or not isinstance(
+                    address + data + block_hash + tx_hash + "".join(topics), str
+                ):
+                    return None
+                if not matches(address, topics[0] if topics else None):
                     continue
-                key = (block, log.log_index)
+                log_index = int(raw["logindex"], 16)
+                key = (block, log_index)
                 if key <= previous_key:
                     return None
                 previous_key = key
-                logs.append(log)
+                ts = raw.get("blocktimestamp")
+                logs.append(
+                    Log(
+                        address,
+                        topics,
+                        data,
+                        block,
+                        block_hash,
+                        tx_hash,
+                        int(raw["transactionindex"], 16),
+                        log_index,
+                        None if ts is None else int(ts, 16),
+                    )
+                )
         except (KeyError, ValueError, TypeError, AttributeError, IndexError):
             return None
         self._previous_block, self._previous_key = previous_block, previous_key

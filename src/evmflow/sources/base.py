@@ -55,9 +55,12 @@ class Log:
     def from_rpc(cls, raw: dict) -> Log:
         """Build a log from one object of an ``eth_getLogs`` answer."""
         ts = raw.get("blockTimestamp")
+        topics = raw["topics"]
+        if type(topics) is not list:
+            raise TypeError(f"topics must be a list, not {type(topics).__name__}")
         return cls(
             raw["address"].lower(),
-            [t.lower() for t in raw["topics"]],
+            [t.lower() for t in topics],
             raw["data"].lower(),
             int(raw["blockNumber"], 16),
             raw["blockHash"].lower(),
