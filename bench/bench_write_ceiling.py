@@ -118,8 +118,7 @@ async def write_many(db: asyncpg.Connection, transfers: list, accounts: list) ->
             f'INSERT INTO "Account" ({ACCOUNT_COLS}) VALUES ($1, $2, $3) {ACCOUNT_SET}', accounts
         )
         await db.executemany(
-            f'INSERT INTO "Transfer" ({TRANSFER_COLS}) VALUES ($1, $2, $3, $4, $5) '
-            f"{TRANSFER_SET}",
+            f'INSERT INTO "Transfer" ({TRANSFER_COLS}) VALUES ($1, $2, $3, $4, $5) {TRANSFER_SET}',
             transfers,
         )
 
