@@ -4,6 +4,7 @@ latest state, commits keep order, failures store nothing of the failed commit.""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import sqlite3
 import uuid
@@ -433,3 +434,44 @@ def test_preload_auto_reads_and_commits_equal_a_serial_run(
     # With preload: auto, batches skip the preload pass while memory answers every read.
     tmp = tmp_path_factory.mktemp("prop")
     asyncio.run(_run_property(tmp, sqlite_url(tmp), program, seed, batch_size, "auto"))
+
+
+async def test_preload_auto_skips_while_memory_answers_and_returns_after_a_miss(
+    tmp_path, monkeypatch
+):
+    from evmflow.processor import Processor
+
+    project = write_project(tmp_path / "p", end_block=1)
+    probe.reset({(1, i): [("set", f"x{i}", "o", i)] for i in range(4)})
+    logs, _ = one_event_per_block(probe.PROGRAM)
+    url = sqlite_url(tmp_path)
+    await Indexer(project, url, sources={1: ListSource(logs, 1)}).run()
+
+    # One event a batch. x0 comes from the database (block 2), then from memory (3, 4, 5);
+    # x1 is not in memory (block 6): the batch after it preloads again (7, reading x2).
+    reads = {2: "x0", 3: "x0", 4: "x0", 5: "x0", 6: "x1", 7: "x2", 8: "x2"}
+    program = {(b, 0): [("get", x)] for b, x in reads.items()}
+    probe.reset(program)
+    logs, _ = one_event_per_block(program)
+    preloaded = []
+    original = Processor.preload
+
+    async def preload(self, events, handlers):
+        preloaded.append(events[0].block_number)
+        await original(self, events, handlers)
+
+    monkeypatch.setattr(Processor, "preload", preload)
+    config = project / "evmflow.yaml"
+    settings = json.loads(config.read_text())
+    settings["chains"][0]["end_block"] = 8
+    settings["engine"] = {"preload": "auto"}
+    config.write_text(json.dumps(settings))
+    await Indexer(project, url, batch_size=1, sources={1: ListSource(logs, 8)}).run()
+
+    # 2 reads the database; 3 finds x0 in memory, so 4-6 skip; 6 misses, so 7 preloads
+    # (and reads x2), 8 preloads since 7 read the database.
+    assert preloaded == [2, 3, 7, 8]
+    assert [seen for *_, seen in probe.READS] == [
+        (x, "o", int(x[1:])) for x in reads.values()
+    ]
+

@@ -405,8 +405,12 @@ class Indexer:
             else:
                 self._batches_since_preload += 1
             preloaded = time.perf_counter()
+            queries_before = processor.queries
             await processor.run(events, route, batch)
             handled = time.perf_counter()
+            if processor.queries > queries_before:
+                # Memory no longer answers every read: preload the next batch again.
+                self._last_preload_read = True
 
             m = self.measures
             m.batches += 1
@@ -531,7 +535,8 @@ class Indexer:
 
     def _should_preload(self) -> bool:
         """Always, unless the project chose ``preload: auto``: then a batch skips the preload
-        pass while the last one found everything in memory, re-checking every tenth batch."""
+        pass while the last one found everything in memory, re-checking every tenth batch,
+        and at once after a batch whose handlers had to read the database."""
         if self.preload_mode == "always" or self._last_preload_read:
             return True
         return self._batches_since_preload >= 9
