@@ -89,10 +89,13 @@ def postgres_to_db(f: FieldSpec) -> Convert:
 
 
 def postgres_from_db(f: FieldSpec) -> Convert:
+    """Values of an entity read, NUMERIC columns selected as text."""
     if f.is_list:
         return _list_from_text(f)
     if f.type_name == "BigInt":
         return _optional(int)
+    if f.type_name == "BigDecimal":
+        return _optional(Decimal)
     if f.type_name == "Json":
         return _optional(json.loads)
     return None

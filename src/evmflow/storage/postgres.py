@@ -98,6 +98,15 @@ class PostgresStorage(Storage):
             n: [column_type(f, POSTGRES_TYPES, "JSONB") for f in lay.fields]
             for n, lay in self.layouts.items()
         }
+        # Entity reads take NUMERIC columns as text (see numeric_text): int() of a decimal
+        # string is cheaper than asyncpg's Decimal and int() of that.
+        self._select = {
+            n: ", ".join(
+                f"{col}::TEXT" if t == "NUMERIC" else col
+                for col, t in zip(lay.columns, self._sql_types[n], strict=True)
+            )
+            for n, lay in self.layouts.items()
+        }
 
     async def _connect(self) -> asyncpg.Connection:
         settings = {"search_path": quote(self.pg_schema)} if self.pg_schema else {}
@@ -277,7 +286,7 @@ class PostgresStorage(Storage):
 
     async def load_by_ids(self, entity: str, ids: list[str]) -> list[tuple]:
         lay = self.layouts[entity]
-        sql = f'SELECT {", ".join(lay.columns)} FROM {lay.table} WHERE "id" = ANY($1::text[])'
+        sql = f'SELECT {self._select[entity]} FROM {lay.table} WHERE "id" = ANY($1::text[])'
         return await self._rows(entity, sql, ids)
 
     async def load_where(self, entity: str, field_name: str, op: str, value: Any) -> list[tuple]:
@@ -285,7 +294,7 @@ class PostgresStorage(Storage):
         i = lay.index_of(field_name)
         sql_type = self._sql_types[entity][i]
         convert = self._field_to_db[(entity, field_name)] or (lambda v: v)
-        select = f"SELECT {', '.join(lay.columns)} FROM {lay.table} WHERE {quote(field_name)} "
+        select = f"SELECT {self._select[entity]} FROM {lay.table} WHERE {quote(field_name)} "
         if op == "in":
             values = [convert(v) for v in value]
             return await self._rows(entity, select + f"= ANY($1::{sql_type}[])", values)
@@ -296,7 +305,7 @@ class PostgresStorage(Storage):
     async def read_table(self, entity: str) -> list[tuple]:
         lay = self.layouts[entity]
         return await self._rows(
-            entity, f'SELECT {", ".join(lay.columns)} FROM {lay.table} ORDER BY "id"'
+            entity, f'SELECT {self._select[entity]} FROM {lay.table} ORDER BY "id"'
         )
 
     async def read_progress(self) -> dict[int, ChainProgress]:
