@@ -9,6 +9,7 @@ import contextlib
 import gzip
 import json
 import os
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -428,7 +429,7 @@ async def test_a_reader_process_that_dies_is_an_error_and_one_not_needed_is_stop
             break
     assert not _reader_children(), "the child outlived the pages it was reading"
 
-    with pytest.raises(SourceError, match=r"reader process ended early \(exit code -9\)"):
+    with pytest.raises(SourceError, match=r"reader process was killed by signal 9"):
         async for _ in src.pages(17686110, None, [LogFilter(None, [])]):
             for child in _reader_children():
                 os.kill(child, 9)
@@ -458,3 +459,92 @@ async def test_a_log_with_a_value_of_the_wrong_type_is_an_error_naming_its_line(
     path = write_lines(tmp_path / "typed.logs.jsonl", rows)
     with pytest.raises(SourceError, match=r"typed\.logs\.jsonl:9: expected an eth_getLogs log"):
         await collect(ArchiveSource(path, **reader), 0, None, [LogFilter(None, [])])
+
+
+@pytest.mark.parametrize("literal", ["True", "truE", "FALSE", "fAlse", "NULL"])
+async def test_an_invalid_json_literal_is_an_error_on_every_path(tmp_path, reader, literal):
+    rows = raw_logs(_data_dir() / "chainstorage.logs.jsonl.gz")[:12]
+    rows[8] = dict(rows[8], removed="LITERAL")
+    path = write_lines(tmp_path / "lit.logs.jsonl", rows)
+    path.write_text(path.read_text().replace('"LITERAL"', literal))
+    with pytest.raises(SourceError, match=r"lit\.logs\.jsonl:9: not a JSON object"):
+        await collect(ArchiveSource(path, **reader), 0, None, [LogFilter(None, [])])
+
+
+async def test_uppercase_hex_is_read_as_lowercase_on_every_path(tmp_path, reader):
+    rows = raw_logs(_data_dir() / "chainstorage.logs.jsonl.gz")[:12]
+    shouting = [
+        dict(
+            r,
+            address=r["address"].upper().replace("0X", "0x"),
+            topics=[t.upper() for t in r["topics"]],
+            data=r["data"].upper(),
+            blockHash=r["blockHash"].upper(),
+            transactionHash=r["transactionHash"].upper(),
+        )
+        if i % 4 == 1
+        else r
+        for i, r in enumerate(rows)
+    ]
+    path = write_lines(tmp_path / "upper.logs.jsonl", shouting)
+    pages = await collect(ArchiveSource(path, **reader), 0, None, [LogFilter(None, [])])
+    got = [
+        (g.address, g.topics, g.data, g.block_hash, g.transaction_hash)
+        for p in pages
+        for g in p.logs
+    ]
+    assert got == [
+        (r["address"], r["topics"], r["data"], r["blockHash"], r["transactionHash"]) for r in rows
+    ]
+    assert all(r["address"] == r["address"].lower() for r in rows)
+
+
+async def test_gzip_padding_and_empty_files_read_like_gzip_reads_them(tmp_path, reader):
+    rows = raw_logs(_data_dir() / "chainstorage.logs.jsonl.gz")[:12]
+    text = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    padded = tmp_path / "padded.logs.jsonl.gz"
+    padded.write_bytes(gzip.compress(text[:1000]) + gzip.compress(text[1000:]) + b"\0" * 512)
+    assert gzip.decompress(padded.read_bytes()) == text
+    pages = await collect(ArchiveSource(padded, **reader), 0, None, [LogFilter(None, [])])
+    assert [(g.block_number, g.log_index) for p in pages for g in p.logs] == list(map(key, rows))
+
+    empty = tmp_path / "empty.logs.jsonl.gz"
+    empty.write_bytes(b"")
+    src = ArchiveSource(empty, last_block=10, **reader)
+    pages = await collect(src, 0, None, [LogFilter(None, [])])
+    assert [(p.from_block, p.to_block, p.logs) for p in pages] == [(0, 10, [])]
+
+    cut = tmp_path / "cut.logs.jsonl.gz"
+    cut.write_bytes(gzip.compress(text)[:-20])
+    with pytest.raises(SourceError, match=r"cut\.logs\.jsonl\.gz: the gzip data ends early"):
+        await collect(ArchiveSource(cut, **reader), 0, None, [LogFilter(None, [])])
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ({"address": 5}, "field 'address' must be a hex string, got int 5"),
+        ({"topics": "0xab"}, "field 'topics' must be a list of hex strings"),
+        ({"logIndex": 7}, "field 'logIndex' must be a hex string, got int 7"),
+        ({"data": None}, "field 'data' must be a hex string, got NoneType"),
+    ],
+)
+async def test_the_error_for_a_malformed_log_names_the_field(tmp_path, change, named):
+    rows = raw_logs(_data_dir() / "chainstorage.logs.jsonl.gz")[:3]
+    rows[1] = dict(rows[1], **change)
+    path = write_lines(tmp_path / "named.logs.jsonl", rows)
+    with pytest.raises(
+        SourceError, match=re.escape("named.logs.jsonl:2: expected") + ".*" + re.escape(named)
+    ):
+        await collect(ArchiveSource(path), 0, None, [LogFilter(None, [])])
+
+
+async def test_the_reader_process_ignores_an_evmflow_module_in_the_working_directory(
+    tmp_path, monkeypatch
+):
+    (tmp_path / "evmflow.py").write_text("raise SystemExit('the user file was imported')\n")
+    monkeypatch.chdir(tmp_path)
+    src = source("chainstorage", process=True)
+    pages = await collect(src, 0, None, [LogFilter(None, [])])
+    logs = raw_logs(_data_dir() / "chainstorage.logs.jsonl.gz")
+    assert [(g.block_number, g.log_index) for p in pages for g in p.logs] == list(map(key, logs))

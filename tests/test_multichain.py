@@ -102,6 +102,32 @@ async def test_unordered_mode_keeps_each_chains_own_order(tmp_path, db):
         assert seen == [(log.block_number, log.log_index) for log in chain.all_logs()]
 
 
+async def test_unordered_mode_gives_every_chain_a_turn_when_all_have_pages_ready(tmp_path, db):
+    # Both sources hand out pages without waiting; the first batches must not all come from
+    # the chain listed first.
+    chains = two_chains()
+    project = write_project(tmp_path / "p", handlers=CALL_ORDER_HANDLERS, chains=[1, 2])
+    config = json.loads((project / "evmflow.yaml").read_text())
+    config["chains"][0]["end_block"] = 20
+    config["chains"][1]["end_block"] = 40
+    (project / "evmflow.yaml").write_text(json.dumps(config))
+    probe.reset({})
+    batches: list[str] = []
+
+    async def note(commit):
+        batches.append(commit.description)
+
+    sources = {cid: ForkableSource(chain, page_blocks=4) for cid, chain in chains.items()}
+    await Indexer(
+        project, db(), batch_size=2, pipeline=False, before_commit=note, sources=sources
+    ).run()
+    for cid in (1, 2):
+        turns = [b for b in batches[:8] if f"chain {cid} " in b]
+        assert len(turns) >= 4, batches[:8]
+    total = sum(len(chain.all_logs()) for chain in chains.values())
+    assert len(probe.READS) == total
+
+
 # -- factories ---------------------------------------------------------------------------------
 
 FACTORY_SCHEMA = """

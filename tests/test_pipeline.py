@@ -471,7 +471,4 @@ async def test_preload_auto_skips_while_memory_answers_and_returns_after_a_miss(
     # 2 reads the database; 3 finds x0 in memory, so 4-6 skip; 6 misses, so 7 preloads
     # (and reads x2), 8 preloads since 7 read the database.
     assert preloaded == [2, 3, 7, 8]
-    assert [seen for *_, seen in probe.READS] == [
-        (x, "o", int(x[1:])) for x in reads.values()
-    ]
-
+    assert [seen for *_, seen in probe.READS] == [(x, "o", int(x[1:])) for x in reads.values()]

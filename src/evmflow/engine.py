@@ -183,6 +183,7 @@ class Indexer:
         self.ordered = engine.multichain == "ordered"
         self.preload_mode = engine.preload
         self._last_preload_read = True
+        self._turn = 0
         self._batches_since_preload = 0
         self.cache_limit = cache_limit or engine.cache_limit
         self.on_storage_open = on_storage_open
@@ -564,10 +565,15 @@ class Indexer:
         self._seq += 1
         batch = Batch(self._seq)
         ranges: dict[int, list[int]] = {}
+        # Each batch starts at the next chain, so a chain whose pages are always ready does
+        # not fill every batch while another waits.
+        self._turn += 1
         while budget > 0:
             active = [c for c in self.chains.values() if not c.done or c.pending or c.ready]
             if not active:
                 break
+            first = self._turn % len(active)
+            active = active[first:] + active[:first]
             took_any = False
             for chain in active:
                 page = await self._take_page(chain, wait=False)

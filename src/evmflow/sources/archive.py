@@ -56,6 +56,7 @@ _NOT_WANTED: frozenset[bytes] = frozenset()
 
 
 _CHUNK = 1 << 20
+_UPPER_HEX = (b"A", b"B", b"C", b"D", b"E", b"F", b"X")
 # Logs files from this size on are read in a child process when the source is not told.
 PROCESS_MIN_BYTES = 1 << 20
 PROCESS_PAGE_LOGS = 5000
@@ -70,7 +71,10 @@ def _lines(path: Path) -> Generator[bytes, None, None]:
     with open(path, "rb") as raw:
         inflate = zlib.decompressobj(wbits=31) if path.suffix == ".gz" else None
         rest = b""
+        count = 0
+        empty = True
         while chunk := raw.read(_CHUNK):
+            empty = False
             if inflate is None:
                 data = chunk
             else:
@@ -78,18 +82,27 @@ def _lines(path: Path) -> Generator[bytes, None, None]:
                 try:
                     while chunk:
                         if inflate.eof:
+                            # Zero bytes after a member are padding, as gzip itself allows.
+                            chunk = chunk.lstrip(b"\0")
+                            if not chunk:
+                                break
                             # gzip and pigz may write several members, one after the other.
                             inflate = zlib.decompressobj(wbits=31)
                         parts.append(inflate.decompress(chunk))
                         chunk = inflate.unused_data
                 except zlib.error as exc:
-                    raise SourceError(f"{path}: not a readable gzip file: {exc}") from exc
+                    raise SourceError(
+                        f"{path}: not a readable gzip file (after line {count}): {exc}"
+                    ) from exc
                 data = b"".join(parts)
             lines = (rest + data).split(b"\n")
             rest = lines.pop()
+            count += len(lines)
             yield from lines
-        if inflate is not None and not inflate.eof:
-            raise SourceError(f"{path}: the gzip data ends early (a truncated file?)")
+        if inflate is not None and not inflate.eof and not empty:
+            raise SourceError(
+                f"{path}: the gzip data ends early, after line {count} (a truncated file?)"
+            )
         if rest:
             yield rest
 
@@ -201,20 +214,21 @@ class _LogStream:
     def _parse_chunk(self, chunk: list[bytes]) -> tuple[list[Log], bool, int] | None:
         """The chunk's logs, whether the range ended in it, and how many lines were in range
         and matched; None when a line is irregular. Changes no state before it succeeds."""
-        # Lowercased as a whole: every value evmflow reads is hex, which it keeps in lowercase,
-        # and one bytes.lower() is far cheaper than a str.lower() per value. Keys are read in
-        # lowercase below.
+        joined = b",".join(chunk)
         try:
-            raws = orjson.loads(b"[" + b",".join(chunk).lower() + b"]")
+            raws = orjson.loads(b"[" + joined + b"]")
         except orjson.JSONDecodeError:
             return None
+        # Nodes write hex in lowercase; a chunk without any uppercase hex digit needs no
+        # str.lower() per value (the keys hold none of A-F and X either).
+        lower = any(digit in joined for digit in _UPPER_HEX)
         from_block, to_block, matches = self.from_block, self.to_block, self.matcher.matches
         previous_block, previous_key = self._previous_block, self._previous_key
         logs: list[Log] = []
         stop = False
         try:
             for raw in raws:
-                block = int(raw["blocknumber"], 16)
+                block = int(raw["blockNumber"], 16)
                 if block < previous_block:
                     return None
                 previous_block = block
@@ -224,20 +238,24 @@ class _LogStream:
                 if block < from_block or raw.get("removed") is True:
                     continue
                 address, topics, data = raw["address"], raw["topics"], raw["data"]
-                block_hash, tx_hash = raw["blockhash"], raw["transactionhash"]
+                block_hash, tx_hash = raw["blockHash"], raw["transactionHash"]
                 # Anything but strings where strings belong goes to the path that names it.
                 if type(topics) is not list or not isinstance(
                     address + data + block_hash + tx_hash + "".join(topics), str
                 ):
                     return None
+                if lower:
+                    address, data = address.lower(), data.lower()
+                    block_hash, tx_hash = block_hash.lower(), tx_hash.lower()
+                    topics = [t.lower() for t in topics]
                 if not matches(address, topics[0] if topics else None):
                     continue
-                log_index = int(raw["logindex"], 16)
+                log_index = int(raw["logIndex"], 16)
                 key = (block, log_index)
                 if key <= previous_key:
                     return None
                 previous_key = key
-                ts = raw.get("blocktimestamp")
+                ts = raw.get("blockTimestamp")
                 logs.append(
                     Log(
                         address,
@@ -246,7 +264,7 @@ class _LogStream:
                         block,
                         block_hash,
                         tx_hash,
-                        int(raw["transactionindex"], 16),
+                        int(raw["transactionIndex"], 16),
                         log_index,
                         None if ts is None else int(ts, 16),
                     )
@@ -393,7 +411,40 @@ def _build(from_rpc: Callable[[dict], T], raw: dict, path: Path, line_no: int, s
     try:
         return from_rpc(raw)
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
-        raise SourceError(f"{path}:{line_no}: expected {shape}; got an error: {exc!r}") from exc
+        raise SourceError(
+            f"{path}:{line_no}: expected {shape}; {_what_is_wrong(raw, exc)}"
+        ) from exc
+
+
+def _what_is_wrong(raw: dict, exc: Exception) -> str:
+    """The field at fault, where one can be named."""
+    if isinstance(exc, KeyError):
+        return f"field {exc.args[0]!r} is missing"
+    topics = raw.get("topics", [])
+    if type(topics) is not list or any(type(t) is not str for t in topics):
+        return f"field 'topics' must be a list of hex strings, got {topics!r:.80}"
+    for name in _HEX_FIELDS:
+        value = raw.get(name, "")
+        if type(value) is not str and not (value is None and name in _OPTIONAL_FIELDS):
+            return f"field {name!r} must be a hex string, got {type(value).__name__} {value!r:.80}"
+    return f"got an error: {exc!r}"
+
+
+_HEX_FIELDS = (
+    "address",
+    "data",
+    "blockNumber",
+    "blockHash",
+    "transactionHash",
+    "transactionIndex",
+    "logIndex",
+    "blockTimestamp",
+    "number",
+    "hash",
+    "parentHash",
+    "timestamp",
+)
+_OPTIONAL_FIELDS = ("blockTimestamp", "parentHash")
 
 
 def _hex_field(raw: dict, field: str, path: Path, line_no: int) -> int:
@@ -637,7 +688,9 @@ class _Child:
         path = os.environ.get("PYTHONPATH")
         env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "evmflow.sources._archive_worker"],
+            # -P: not the current directory first on the path, where a user's own
+            # evmflow.py would shadow the package.
+            [sys.executable, "-P", "-m", "evmflow.sources._archive_worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -673,9 +726,14 @@ class _Child:
 
     def _ended_early(self) -> SourceError:
         code = self.proc.wait()
+        how = (
+            f"was killed by signal {-code}"
+            if code < 0
+            else f"exited with code {code} (its messages are above)"
+        )
         return SourceError(
-            f"{self.logs_file}: the archive reader process ended early (exit code {code}); "
-            "see its output above, or set 'reader: thread' on the archive to read in the "
+            f"{self.logs_file}: the archive reader process {how} before the end of the "
+            "pages; run again, or set 'reader: thread' on the archive to read in the "
             "indexer's own process"
         )
 
