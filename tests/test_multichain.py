@@ -86,14 +86,20 @@ async def test_ordered_mode_handles_every_chain_in_one_global_order(tmp_path, db
     assert orders[1] == orders[0] and orders[2] == orders[0]
 
 
-async def test_unordered_mode_keeps_each_chains_own_order(tmp_path, db):
-    chains = two_chains()
-    project = write_project(tmp_path / "p", handlers=CALL_ORDER_HANDLERS, chains=[1, 2])
+def two_chain_project(folder: Path) -> Path:
+    """The call-order project over two_chains(), to their last blocks."""
+    project = write_project(folder, handlers=CALL_ORDER_HANDLERS, chains=[1, 2])
     config = json.loads((project / "evmflow.yaml").read_text())
     config["chains"][0]["end_block"] = 20
     config["chains"][1]["end_block"] = 40
     (project / "evmflow.yaml").write_text(json.dumps(config))
     probe.reset({})
+    return project
+
+
+async def test_unordered_mode_keeps_each_chains_own_order(tmp_path, db):
+    chains = two_chains()
+    project = two_chain_project(tmp_path / "p")
     url = db()
     sources = {cid: ForkableSource(chain, page_blocks=4) for cid, chain in chains.items()}
     await Indexer(project, url, batch_size=3, sources=sources).run()
@@ -106,12 +112,7 @@ async def test_unordered_mode_gives_every_chain_a_turn_when_all_have_pages_ready
     # Both sources hand out pages without waiting; the first batches must not all come from
     # the chain listed first.
     chains = two_chains()
-    project = write_project(tmp_path / "p", handlers=CALL_ORDER_HANDLERS, chains=[1, 2])
-    config = json.loads((project / "evmflow.yaml").read_text())
-    config["chains"][0]["end_block"] = 20
-    config["chains"][1]["end_block"] = 40
-    (project / "evmflow.yaml").write_text(json.dumps(config))
-    probe.reset({})
+    project = two_chain_project(tmp_path / "p")
     batches: list[str] = []
 
     async def note(commit):
