@@ -113,9 +113,15 @@ def main() -> None:
             unknown_timestamp=job["unknown_timestamp"],
             process=False,
         )
+        # Parsing makes short-lived acyclic objects: the cyclic collector, run every few
+        # hundred allocations, cost a fifth of this process's time. Every 100 pages will do.
+        gc.disable()
         try:
-            for page in source._iter_pages(job["from_block"], job["end"], job["filters"]):
+            pages = source._iter_pages(job["from_block"], job["end"], job["filters"])
+            for n, page in enumerate(pages, 1):
                 write_frame(out, PAGE, dump_page(page))
+                if n % 100 == 0:
+                    gc.collect()
         except SourceError as exc:
             write_frame(out, ERROR, str(exc).encode())
             return
