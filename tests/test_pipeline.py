@@ -167,8 +167,13 @@ async def test_get_where_overlays_uncommitted_batches_on_database_rows(tmp_path,
     ]
 
 
-async def test_preload_reads_a_batch_of_gets_with_one_query_per_entity(tmp_path):
+@pytest.mark.parametrize("preload", ["always", "auto"])
+async def test_preload_reads_a_batch_of_gets_with_one_query_per_entity(tmp_path, preload):
     project = write_project(tmp_path / "p", end_block=2)
+    config = project / "evmflow.yaml"
+    config.write_text(
+        json.dumps({**json.loads(config.read_text()), "engine": {"preload": preload}})
+    )
     ids = [f"id{i}" for i in range(40)]
     probe.reset({(1, i): [("set", x, "o", i)] for i, x in enumerate(ids)})
     logs, _ = one_event_per_block(probe.PROGRAM)
@@ -177,7 +182,8 @@ async def test_preload_reads_a_batch_of_gets_with_one_query_per_entity(tmp_path)
     first.project.config.chains[0].end_block = 1
     await first.run()
 
-    # Batch two: 40 handlers each read a different id from the database.
+    # Batch two: 40 handlers each read a different id from the database (with auto, the
+    # first read misses memory and preloads the rest of the batch).
     program = {(2, i): [("get", x)] for i, x in enumerate(ids)}
     probe.reset(program)
     logs, _ = one_event_per_block(program)
@@ -436,9 +442,7 @@ def test_preload_auto_reads_and_commits_equal_a_serial_run(
     asyncio.run(_run_property(tmp, sqlite_url(tmp), program, seed, batch_size, "auto"))
 
 
-async def test_preload_auto_skips_while_memory_answers_and_returns_after_a_miss(
-    tmp_path, monkeypatch
-):
+async def test_preload_auto_preloads_a_batch_only_when_a_read_misses_memory(tmp_path, monkeypatch):
     from evmflow.processor import Processor
 
     project = write_project(tmp_path / "p", end_block=1)
@@ -448,7 +452,7 @@ async def test_preload_auto_skips_while_memory_answers_and_returns_after_a_miss(
     await Indexer(project, url, sources={1: ListSource(logs, 1)}).run()
 
     # One event a batch. x0 comes from the database (block 2), then from memory (3, 4, 5);
-    # x1 is not in memory (block 6): the batch after it preloads again (7, reading x2).
+    # x1 (block 6) and x2 (block 7) are not in memory, x2 is again at block 8.
     reads = {2: "x0", 3: "x0", 4: "x0", 5: "x0", 6: "x1", 7: "x2", 8: "x2"}
     program = {(b, 0): [("get", x)] for b, x in reads.items()}
     probe.reset(program)
@@ -468,7 +472,6 @@ async def test_preload_auto_skips_while_memory_answers_and_returns_after_a_miss(
     config.write_text(json.dumps(settings))
     await Indexer(project, url, batch_size=1, sources={1: ListSource(logs, 8)}).run()
 
-    # 2 reads the database; 3 finds x0 in memory, so 4-6 skip; 6 misses, so 7 preloads
-    # (and reads x2), 8 preloads since 7 read the database.
-    assert preloaded == [2, 3, 7, 8]
+    # A batch preloads only when one of its reads misses memory.
+    assert preloaded == [2, 6, 7]
     assert [seen for *_, seen in probe.READS] == [(x, "o", int(x[1:])) for x in reads.values()]

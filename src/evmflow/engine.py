@@ -182,9 +182,7 @@ class Indexer:
         self.preload_enabled = preload
         self.ordered = engine.multichain == "ordered"
         self.preload_mode = engine.preload
-        self._last_preload_read = True
         self._turn = 0
-        self._batches_since_preload = 0
         self.cache_limit = cache_limit or engine.cache_limit
         self.on_storage_open = on_storage_open
         self.measures = Measures()
@@ -398,20 +396,17 @@ class Indexer:
             store.begin_batch(batch)
             route = _handlers_of
             started = time.perf_counter()
-            if self.preload_enabled and events and self._should_preload():
-                queries_before = processor.queries
+            on_miss = self.preload_mode == "auto"
+            if self.preload_enabled and events and not on_miss:
                 await processor.preload(events, route)
-                self._last_preload_read = processor.queries > queries_before
-                self._batches_since_preload = 0
-            else:
-                self._batches_since_preload += 1
             preloaded = time.perf_counter()
-            queries_before = processor.queries
-            await processor.run(events, route, batch)
+            # With preload: auto, the preload pass starts at the first read memory cannot
+            # answer, over the events from there on (its seconds count as preload).
+            late_preload = await processor.run(
+                events, route, batch, preload_on_miss=on_miss and self.preload_enabled
+            )
             handled = time.perf_counter()
-            if processor.queries > queries_before:
-                # Memory no longer answers every read: preload the next batch again.
-                self._last_preload_read = True
+            preloaded += late_preload
 
             m = self.measures
             m.batches += 1
@@ -533,14 +528,6 @@ class Indexer:
             if self._stop is not None and self._stop.is_set():
                 break
         return self._finish_batch(batch, events, ranges)
-
-    def _should_preload(self) -> bool:
-        """Always, unless the project chose ``preload: auto``: then a batch skips the preload
-        pass while the last one found everything in memory, re-checking every tenth batch,
-        and at once after a batch whose handlers had to read the database."""
-        if self.preload_mode == "always" or self._last_preload_read:
-            return True
-        return self._batches_since_preload >= 9
 
     def _finish_batch(
         self, batch: Batch, events: list[Event], ranges: dict[int, list[int]]
