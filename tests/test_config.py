@@ -404,6 +404,17 @@ def test_wrong_type_says_what_was_expected_and_what_was_found(tmp_path):
     )
 
 
+def test_a_value_outside_a_fixed_set_lists_the_set_and_the_nearest(tmp_path):
+    error = config_error(tmp_path, MINIMAL + "engine:\n  preload: alway\n")
+
+    assert (error.line, error.where, error.message, error.hint) == (
+        10,
+        "engine.preload",
+        "must be one of always or auto, got 'alway'",
+        "did you mean 'always'? write one of: always or auto",
+    )
+
+
 def test_number_where_text_is_expected_suggests_quotes(tmp_path):
     error = config_error(tmp_path, MINIMAL.replace("name: erc20-mainnet", "name: 2024"))
 

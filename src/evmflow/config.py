@@ -665,6 +665,11 @@ def _explain(error: Any) -> tuple[Loc, str, str | None]:
         return loc, f"must be greater than {ctx.get('gt')}{got}", None
     if kind == "greater_than_equal":
         return loc, f"must be {ctx.get('ge')} or more{got}", None
+    if kind == "literal_error":
+        expected = str(ctx.get("expected", "")).replace("'", "")
+        close = difflib.get_close_matches(str(value), expected.replace(" or ", ", ").split(", "))
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        return loc, f"must be one of {expected}{got}", hint + f"write one of: {expected}"
     if kind == "too_short":
         return loc, "must not be empty", "list at least one item, or leave the key out if optional"
     return loc, f"{error['msg']}{got}", None
