@@ -239,9 +239,15 @@ class _LogStream:
                     continue
                 address, topics, data = raw["address"], raw["topics"], raw["data"]
                 block_hash, tx_hash = raw["blockHash"], raw["transactionHash"]
-                # Anything but strings where strings belong goes to the path that names it.
-                if type(topics) is not list or not isinstance(
-                    address + data + block_hash + tx_hash + "".join(topics), str
+                # Anything but strings where strings belong goes to the path that names it
+                # (join raises TypeError for a topic that is not a string).
+                if (
+                    type(topics) is not list
+                    or type(address) is not str
+                    or type(data) is not str
+                    or type(block_hash) is not str
+                    or type(tx_hash) is not str
+                    or type("".join(topics)) is not str
                 ):
                     return None
                 if lower:
