@@ -167,8 +167,9 @@ async def test_get_where_overlays_uncommitted_batches_on_database_rows(tmp_path,
     ]
 
 
+@pytest.mark.parametrize("pause", [False, True])
 @pytest.mark.parametrize("preload", ["always", "auto"])
-async def test_preload_reads_a_batch_of_gets_with_one_query_per_entity(tmp_path, preload):
+async def test_preload_reads_a_batch_of_gets_with_one_query_per_entity(tmp_path, preload, pause):
     project = write_project(tmp_path / "p", end_block=2)
     config = project / "evmflow.yaml"
     config.write_text(
@@ -184,7 +185,8 @@ async def test_preload_reads_a_batch_of_gets_with_one_query_per_entity(tmp_path,
 
     # Batch two: 40 handlers each read a different id from the database (with auto, the
     # first read misses memory and preloads the rest of the batch).
-    program = {(2, i): [("get", x)] for i, x in enumerate(ids)}
+    # With pause, each handler first awaits asyncio.sleep(0), before its read.
+    program = {(2, i): [("pause",)] * pause + [("get", x)] for i, x in enumerate(ids)}
     probe.reset(program)
     logs, _ = one_event_per_block(program)
     statements = []

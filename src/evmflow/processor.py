@@ -59,6 +59,10 @@ class Processor:
     def __post_init__(self) -> None:
         self.preload_context = HandlerContext(self.store, is_preload=True)
         self.context = HandlerContext(self.store, is_preload=False)
+        # The batch run() is in, while preload: auto has not preloaded it yet.
+        self._late: tuple[list[Event], Callable[[Event], list[Handler]]] | None = None
+        self._late_seconds = 0.0
+        self._position = 0
 
     # -- database reads ----------------------------------------------------------------------
 
@@ -171,8 +175,10 @@ class Processor:
         ctx = self.context
         ctx.batch = batch
         countdown = YIELD_EVERY
-        preload_seconds = 0.0
+        self._late = (events, handlers) if preload_on_miss else None
+        self._late_seconds = 0.0
         for position, event in enumerate(events):
+            self._position = position
             countdown -= 1
             if not countdown:
                 # Let the writer's coroutine (PostgreSQL) send its next statement, so the
@@ -188,21 +194,29 @@ class Processor:
                     continue
                 except Exception as exc:
                     raise _failure(event, handler, exc) from exc
-                if preload_on_miss and type(yielded) is Read:
-                    preload_on_miss = False
-                    started = time.perf_counter()
-                    await self.preload(events[position:], handlers)
-                    preload_seconds += time.perf_counter() - started
                 try:
                     await self._finish(coro, yielded)
                 except Exception as exc:
                     raise _failure(event, handler, exc) from exc
-        return preload_seconds
+        self._late = None
+        return self._late_seconds
+
+    async def _preload_late(self) -> None:
+        """preload: auto: the batch's first read that memory could not answer preloads the
+        events from the current one on (once a batch)."""
+        assert self._late is not None
+        events, handlers = self._late
+        self._late = None
+        started = time.perf_counter()
+        await self.preload(events[self._position :], handlers)
+        self._late_seconds += time.perf_counter() - started
 
     async def _finish(self, coro: Coroutine, yielded: Any) -> None:
         """Drive a suspended handler to its end, answering its reads and asyncio awaits."""
         while True:
             if type(yielded) is Read:
+                if self._late is not None:
+                    await self._preload_late()
                 await self.resolve(yielded)
             elif yielded is None:
                 await asyncio.sleep(0)  # a bare yield, as asyncio.sleep(0) makes
@@ -219,18 +233,25 @@ class Processor:
                 return
 
 
+# Bare yields (``await asyncio.sleep(0)``) a preload coroutine is stepped over, at most.
+PRELOAD_BARE_YIELDS = 100
+
+
 def _step(coro: Coroutine, waiting: list[tuple[Coroutine, Read]]) -> None:
     """Advance a preload coroutine to its next entity read, or finish or drop it."""
-    try:
-        yielded = coro.send(None)
-    except BaseException:  # finished, or failed: preload swallows handler errors
-        return
-    if type(yielded) is Read:
-        waiting.append((coro, yielded))
-    else:
-        # The handler awaits something other than an entity read (its own I/O): preload
-        # does not wait for it; the real run will.
-        coro.close()
+    for _ in range(PRELOAD_BARE_YIELDS):
+        try:
+            yielded = coro.send(None)
+        except BaseException:  # finished, or failed: preload swallows handler errors
+            return
+        if type(yielded) is Read:
+            waiting.append((coro, yielded))
+            return
+        if yielded is not None:
+            break
+    # The handler awaits something other than an entity read (its own I/O): preload does
+    # not wait for it; the real run will.
+    coro.close()
 
 
 def _failure(event: Event, handler: Handler, exc: Exception) -> HandlerFailed:

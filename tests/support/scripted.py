@@ -26,6 +26,8 @@ type Item @entity {
 """
 
 HANDLERS = """
+import asyncio
+
 from evmflow.contracts import ERC20
 from evmflow.entities import Item
 from tests.support import probe
@@ -39,6 +41,8 @@ async def run_script(event, context):
             context.Item.set(Item(id=op[1], owner=op[2], score=op[3]))
         elif kind == "delete":
             context.Item.delete(op[1])
+        elif kind == "pause":
+            await asyncio.sleep(0)
         elif kind == "get":
             item = await context.Item.get(op[1])
             seen = None if item is None else (item.id, item.owner, item.score)

@@ -11,8 +11,9 @@ Two choices make it easy to use from any test:
 * It owns an event loop in a daemon thread. Every call is submitted to that loop, so the same
   object works from plain ``def`` tests (``kit.run(...)``, ``kit.get(...)``) and from async
   tests (``await kit.process(...)``) without binding the database to the test's loop.
-* Each ``process`` call is one batch: preload over all its events, then the handlers one event
-  after another, then one commit that the kit waits for. Between events the kit records what
+* Each ``process`` call is one batch: preload over all its events (as ``preload: always``
+  does; ``auto`` preloads less often, with the same reads and results), then the handlers one
+  event after another, then one commit that the kit waits for. Between events the kit records what
   each event wrote, so a test can assert one event's effect with ``kit.changes(event)``.
 """
 
