@@ -154,9 +154,14 @@ def run_one(
     indexer = Indexer(
         project, url, reset=True, pipeline=pipeline, batch_size=batch_size, sources=sources
     )
+    busy_before = machine_busy_seconds()
+    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     asyncio.run(indexer.run())
     seconds = time.perf_counter() - started
+    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy = machine_busy_seconds() - busy_before
     m = indexer.measures
     w = indexer.writer
     assert w is not None
@@ -173,7 +178,26 @@ def run_one(
         "waited_on_source_s": round(m.waited_on_source_seconds, 2),
         "writer_idle_s": round(w.idle_seconds, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        # CPU seconds: this process, its archive reader process, and the whole machine (the
+        # database server and anything else running) over the same wall time.
+        "cpu_s": round(
+            cpu_after.ru_utime + cpu_after.ru_stime - cpu_before.ru_utime - cpu_before.ru_stime,
+            2,
+        ),
+        "reader_cpu_s": round(children.ru_utime + children.ru_stime, 2),
+        "machine_cpu_s": round(busy, 2),
     }
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine has spent busy since boot (Linux /proc/stat)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    ticks = [int(x) for x in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 CONFIGS = {
@@ -246,7 +270,7 @@ def main() -> None:
     names = args.only or list(CONFIGS)
     print(f"data {args.data}, batch size {args.batch_size}")
     header = f"{'configuration':<24}{'events/s':>10}{'seconds':>9}{'commit s':>9}"
-    header += f"{'waited s':>9}{'idle s':>8}{'peak MB':>8}"
+    header += f"{'waited s':>9}{'idle s':>8}{'peak MB':>8}{'cpu s':>7}{'reader':>7}{'machine':>8}"
     print(header)
     for name in names:
         out = subprocess.run(
@@ -274,7 +298,8 @@ def main() -> None:
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(
             f"{name:<24}{r['events_per_s']:>10,}{r['seconds']:>9}{r['commit_s']:>9}"
-            f"{r['waited_on_writer_s']:>9}{r['writer_idle_s']:>8}{r['peak_rss_mb']:>8}",
+            f"{r['waited_on_writer_s']:>9}{r['writer_idle_s']:>8}{r['peak_rss_mb']:>8}"
+            f"{r['cpu_s']:>7}{r['reader_cpu_s']:>7}{r['machine_cpu_s']:>8}",
             flush=True,
         )
         print("   ", json.dumps(r), flush=True)

@@ -209,7 +209,7 @@ class Indexer:
         # The store holds hundreds of thousands of small tuples: collecting the young
         # generation every 700 allocations costs more than a tenth of the run.
         thresholds = gc.get_threshold()
-        gc.set_threshold(50_000, 20, 100)
+        gc.set_threshold(1_000_000, 10, 100)
         try:
             await self._run()
         finally:

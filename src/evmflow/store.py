@@ -14,6 +14,10 @@ The frontier moves only at batch boundaries (``advance``), never while a handler
 field query that started against the database and an uncommitted change it overlays always
 agree on which changes are in flight. For the same reason, committed entries are evicted only
 at boundaries, and only once the database holds them.
+
+An entry is uncommitted exactly when its checkpoint is above the frontier, so no separate set
+of dirty ids is kept: moving the frontier marks every entry of the committed batches clean at
+once, and the ids still in flight are those in the changes of the pending batches.
 """
 
 from __future__ import annotations
@@ -93,9 +97,12 @@ class Table:
         self.cls = cls
         self.store = store
         self.entries: dict[str, tuple[int, tuple | None]] = {}
-        self.dirty: set[str] = set()
-        # field index -> value -> ids, over uncommitted entries only; built on first use.
+        # field index -> value -> ids, over uncommitted entries only; built on first use and
+        # dropped when the frontier moves.
         self.indexes: dict[int, dict[Any, set[str]]] = {}
+        # The batch being handled and its changes of this entity (see put).
+        self._batch: Batch | None = None
+        self._changes: dict[str, tuple | None] = {}
         self.where_memo: dict[tuple, list[tuple]] = {}
         self.columns = [f.name for f in spec.stored_fields]
         self.checks = dict(zip(self.columns, cls._checks, strict=True))
@@ -103,20 +110,21 @@ class Table:
     # -- changes -----------------------------------------------------------------------------
 
     def put(self, entity_id: str, checkpoint: int, row: tuple | None, batch: Batch) -> None:
-        previous = self.entries.get(entity_id)
         if self.indexes:
-            if previous is not None and previous[1] is not None and entity_id in self.dirty:
+            previous = self.entries.get(entity_id)
+            if (
+                previous is not None
+                and previous[1] is not None
+                and previous[0] > self.store.committed
+            ):
                 self._unindex(entity_id, previous[1])
             if row is not None:
                 self._index(entity_id, row)
         self.entries[entity_id] = (checkpoint, row)
-        self.dirty.add(entity_id)
-        changes = batch.changes.get(self.name)
-        if changes is None:
-            changes = batch.changes[self.name] = {}
-        if entity_id not in changes:
-            self.store.uncommitted += 1
-        changes[entity_id] = row
+        if batch is not self._batch:
+            self._batch = batch
+            self._changes = batch.changes.setdefault(self.name, {})
+        self._changes[entity_id] = row
         if batch.in_window:
             versions = batch.history.get(self.name)
             if versions is None:
@@ -211,13 +219,22 @@ class Table:
         from_row = self.cls.from_row
         return [from_row(found[k]) for k in sorted(found)]
 
+    def in_flight(self) -> set[str]:
+        """The ids with an uncommitted change: those in the pending batches' changes."""
+        ids: set[str] = set()
+        for batch in self.store.pending:
+            changes = batch.changes.get(self.name)
+            if changes:
+                ids.update(changes)
+        return ids
+
     def _candidates(self, condition: Condition) -> Iterable[str]:
         if condition.op not in ("eq", "in") or condition.value is None:
-            return list(self.dirty)
+            return list(self.in_flight())
         index = self.indexes.get(condition.index)
         if index is None:
             index = self.indexes[condition.index] = {}
-            for entity_id in self.dirty:
+            for entity_id in self.in_flight():
                 row = self.entries[entity_id][1]
                 if row is not None:
                     index.setdefault(row[condition.index], set()).add(entity_id)
@@ -230,20 +247,10 @@ class Table:
 
     # -- frontier ----------------------------------------------------------------------------
 
-    def settle(self, ids: Iterable[str], committed: int) -> None:
-        """Mark ids whose latest change is committed as clean."""
-        entries = self.entries
-        for entity_id in ids:
-            entry = entries.get(entity_id)
-            if entry is not None and entry[0] <= committed and entity_id in self.dirty:
-                self.dirty.discard(entity_id)
-                if self.indexes and entry[1] is not None:
-                    self._unindex(entity_id, entry[1])
-
     def evict(self) -> None:
-        """Drop every clean entry; the database holds them."""
-        dirty = self.dirty
-        self.entries = {k: v for k, v in self.entries.items() if k in dirty}
+        """Drop every committed entry; the database holds them."""
+        committed = self.store.committed
+        self.entries = {k: v for k, v in self.entries.items() if v[0] > committed}
 
 
 class Store:
@@ -252,8 +259,12 @@ class Store:
     def __init__(self, specs: dict[str, EntitySpec], classes: dict[str, type[Entity]]) -> None:
         self.tables = {name: Table(spec, classes[name], self) for name, spec in specs.items()}
         self.committed = 0  # highest checkpoint whose batch is committed
-        self.uncommitted = 0  # changes held for batches not yet committed
-        self.pending: list[Batch] = []
+        self.pending: list[Batch] = []  # batches handed to the writer and not yet committed
+
+    @property
+    def uncommitted(self) -> int:
+        """Changes held for batches not yet committed (what backpressure counts)."""
+        return sum(batch.size() for batch in self.pending)
 
     def begin_batch(self, batch: Batch) -> None:
         self.pending.append(batch)
@@ -262,12 +273,16 @@ class Store:
 
     def advance(self, committed_seq: int) -> None:
         """Batches up to ``committed_seq`` are in the database: clean their entries."""
+        moved = False
         while self.pending and self.pending[0].seq <= committed_seq:
             batch = self.pending.pop(0)
             self.committed = max(self.committed, batch.last_checkpoint)
-            self.uncommitted -= batch.size()
-            for name, changes in batch.changes.items():
-                self.tables[name].settle(changes, self.committed)
+            moved = True
+        if moved:
+            # Indexes cover uncommitted entries only; the next get_where rebuilds them.
+            for table in self.tables.values():
+                if table.indexes:
+                    table.indexes.clear()
 
     def entry_count(self) -> int:
         return sum(len(t.entries) for t in self.tables.values())
@@ -281,7 +296,6 @@ class Store:
         assert not self.pending, "clear() needs the writer drained"
         for table in self.tables.values():
             table.entries.clear()
-            table.dirty.clear()
             table.indexes.clear()
             table.where_memo.clear()
-        self.uncommitted = 0
+            table._batch = None

@@ -37,26 +37,15 @@ def write_frame(out: BinaryIO, kind: bytes, body: bytes) -> None:
 
 
 def dump_page(page: Page) -> bytes:
-    """A page as marshalled tuples: several times cheaper to write and read than pickled
-    objects (both ends run the same interpreter, which marshal needs)."""
+    """A page whose logs are rows (``_iter_pages(rows=True)``) as marshalled tuples: several
+    times cheaper to write and read than pickled objects (both ends run the same
+    interpreter, which marshal needs). Strings the rows share are written once and read back
+    as one object."""
     return marshal.dumps(
         (
             page.from_block,
             page.to_block,
-            [
-                (
-                    log.address,
-                    log.topics,
-                    log.data,
-                    log.block_number,
-                    log.block_hash,
-                    log.transaction_hash,
-                    log.transaction_index,
-                    log.log_index,
-                    log.block_timestamp,
-                )
-                for log in page.logs
-            ],
+            page.logs,
             [(h.number, h.hash, h.parent_hash, h.timestamp) for h in page.blocks.values()],
         )
     )
@@ -117,7 +106,9 @@ def main() -> None:
         # hundred allocations, cost a fifth of this process's time. Every 100 pages will do.
         gc.disable()
         try:
-            pages = source._iter_pages(job["from_block"], job["end"], job["filters"])
+            pages = source._iter_pages(
+                job["from_block"], job["end"], job["filters"], rows=True
+            )
             for n, page in enumerate(pages, 1):
                 write_frame(out, PAGE, dump_page(page))
                 if n % 100 == 0:

@@ -174,10 +174,21 @@ class _Matcher:
         return address in addresses or address in self._any_topic_bytes
 
 
+# A log as a row: the arguments of Log(...) in order, which is also the shape the reader
+# process marshals. These are the positions the page building reads.
+_BLOCK, _HASH, _INDEX, _TIMESTAMP = 3, 4, 7, 8
+_DISTINCT_LIMIT = 100_000
+
+
 class _LogStream:
-    """The matching logs of blocks ``from_block..to_block`` of the logs file, in order.
+    """The matching logs of blocks ``from_block..to_block`` of the logs file, in order, as
+    rows (see ``_BLOCK``).
 
     Stops reading at the first line past ``to_block``: the order of the rest is not checked.
+
+    Addresses, topics and hashes that recur (one contract, one event signature, the logs of
+    one block or transaction) are given as one shared string: the reader process's marshal
+    then writes each once a page, and the indexer builds each once.
     """
 
     def __init__(self, path: Path, from_block: int, to_block: int, matcher: _Matcher) -> None:
@@ -185,6 +196,7 @@ class _LogStream:
         self.from_block = from_block
         self.to_block = to_block
         self.matcher = matcher
+        self._distinct: dict[str, str] = {}
 
     # Lines are handled in chunks. Where most lines match (a dense archive), a chunk is parsed
     # with one orjson call and checked on the parsed objects; where few do, each line is
@@ -192,7 +204,7 @@ class _LogStream:
     # misordered) send their chunk to the line-by-line path, which names the line at fault.
     CHUNK_LINES = 2048
 
-    def __iter__(self) -> Iterator[Log]:
+    def __iter__(self) -> Iterator[tuple]:
         self._previous_block = -1
         self._previous_key = (-1, -1)
         dense = False
@@ -211,7 +223,7 @@ class _LogStream:
                     return
                 dense = candidates * 2 > len(chunk)
 
-    def _parse_chunk(self, chunk: list[bytes]) -> tuple[list[Log], bool, int] | None:
+    def _parse_chunk(self, chunk: list[bytes]) -> tuple[list[tuple], bool, int] | None:
         """The chunk's logs, whether the range ended in it, and how many lines were in range
         and matched; None when a line is irregular. Changes no state before it succeeds."""
         joined = b",".join(chunk)
@@ -224,11 +236,25 @@ class _LogStream:
         lower = any(digit in joined for digit in _UPPER_HEX)
         from_block, to_block, matches = self.from_block, self.to_block, self.matcher.matches
         previous_block, previous_key = self._previous_block, self._previous_key
-        logs: list[Log] = []
+        if len(self._distinct) > _DISTINCT_LIMIT:
+            self._distinct.clear()
+        same = self._distinct.setdefault
+        logs: list[tuple] = []
         stop = False
+        # Consecutive logs mostly share their block (number, hash, timestamp) and
+        # transaction: parse each hex number once and compare the next one's text to it.
+        number_hex: object = None
+        block = -1
+        ts_hex: object = None
+        ts: int | None = None
+        index_hex: object = None
+        tx_index = -1
         try:
             for raw in raws:
-                block = int(raw["blockNumber"], 16)
+                number = raw["blockNumber"]
+                if number != number_hex:
+                    block = int(number, 16)
+                    number_hex = number
                 if block < previous_block:
                     return None
                 previous_block = block
@@ -254,6 +280,7 @@ class _LogStream:
                     address, data = address.lower(), data.lower()
                     block_hash, tx_hash = block_hash.lower(), tx_hash.lower()
                     topics = [t.lower() for t in topics]
+                address = same(address, address)
                 if not matches(address, topics[0] if topics else None):
                     continue
                 log_index = int(raw["logIndex"], 16)
@@ -261,18 +288,25 @@ class _LogStream:
                 if key <= previous_key:
                     return None
                 previous_key = key
-                ts = raw.get("blockTimestamp")
+                stamp = raw.get("blockTimestamp")
+                if stamp != ts_hex:
+                    ts = None if stamp is None else int(stamp, 16)
+                    ts_hex = stamp
+                index = raw["transactionIndex"]
+                if index != index_hex:
+                    tx_index = int(index, 16)
+                    index_hex = index
                 logs.append(
-                    Log(
+                    (
                         address,
-                        topics,
+                        [same(t, t) for t in topics],
                         data,
                         block,
-                        block_hash,
-                        tx_hash,
-                        int(raw["transactionIndex"], 16),
+                        same(block_hash, block_hash),
+                        same(tx_hash, tx_hash),
+                        tx_index,
                         log_index,
-                        None if ts is None else int(ts, 16),
+                        ts,
                     )
                 )
         except (KeyError, ValueError, TypeError, AttributeError, IndexError):
@@ -280,14 +314,14 @@ class _LogStream:
         self._previous_block, self._previous_key = previous_block, previous_key
         return logs, stop, len(logs)
 
-    def _line_by_line(self, chunk: list[bytes], first: int) -> tuple[list[Log], bool, int]:
+    def _line_by_line(self, chunk: list[bytes], first: int) -> tuple[list[tuple], bool, int]:
         path, from_block, to_block, matcher = (
             self.path,
             self.from_block,
             self.to_block,
             self.matcher,
         )
-        logs: list[Log] = []
+        logs: list[tuple] = []
         candidates = 0
         for line_no, line in enumerate(chunk, first):
             block = _cut_block_number(line)
@@ -325,7 +359,19 @@ class _LogStream:
                     f"{previous_key[1]} of block {previous_key[0]}",
                 )
             self._previous_key = key
-            logs.append(log)
+            logs.append(
+                (
+                    log.address,
+                    log.topics,
+                    log.data,
+                    log.block_number,
+                    log.block_hash,
+                    log.transaction_hash,
+                    log.transaction_index,
+                    log.log_index,
+                    log.block_timestamp,
+                )
+            )
         return logs, False, candidates
 
 
@@ -573,10 +619,12 @@ class ArchiveSource:
         return highest
 
     def _iter_pages(
-        self, from_block: int, end: int, filters: list[LogFilter]
+        self, from_block: int, end: int, filters: list[LogFilter], rows: bool = False
     ) -> Generator[Page, None, None]:
+        """The pages; with ``rows``, their logs are left as rows (the reader process
+        marshals them as they are) instead of :class:`Log` objects."""
         matcher = _Matcher(filters)
-        logs: Iterator[Log] = (
+        logs: Iterator[tuple] = (
             iter(())
             if matcher.matches_nothing
             else iter(_LogStream(self.logs_file, from_block, end, matcher))
@@ -587,13 +635,16 @@ class ArchiveSource:
             cursor = from_block
             while cursor <= end:
                 page_end = min(cursor + self.page_blocks - 1, end)
-                if pending is None or pending.block_number > page_end:
+                if pending is None or pending[_BLOCK] > page_end:
                     # No match in this range: stretch the empty page to the next match.
-                    page_end = end if pending is None else min(pending.block_number - 1, end)
-                    page_logs: list[Log] = []
+                    page_end = end if pending is None else min(pending[_BLOCK] - 1, end)
+                    page_logs: list = []
                 else:
                     page_logs, pending, page_end = self._take(logs, pending, page_end)
-                yield Page(cursor, page_end, page_logs, self._headers(page_logs, page_end, headers))
+                found = self._headers(page_logs, page_end, headers)
+                if not rows:
+                    page_logs = [Log(*row) for row in page_logs]
+                yield Page(cursor, page_end, page_logs, found)
                 cursor = page_end + 1
         finally:
             headers.close()
@@ -602,68 +653,73 @@ class ArchiveSource:
                 close()
 
     def _take(
-        self, logs: Iterator[Log], pending: Log, page_end: int
-    ) -> tuple[list[Log], Log | None, int]:
+        self, logs: Iterator[tuple], pending: tuple, page_end: int
+    ) -> tuple[list[tuple], tuple | None, int]:
         """The logs up to ``page_end``, or up to the block where the page gets full."""
-        page_logs: list[Log] = []
-        current: Log | None = pending
-        while current is not None and current.block_number <= page_end:
-            if len(page_logs) >= self.max_page_logs and (
-                current.block_number != page_logs[-1].block_number
-            ):
-                page_end = page_logs[-1].block_number
+        page_logs: list[tuple] = []
+        current: tuple | None = pending
+        limit = self.max_page_logs
+        while current is not None and current[_BLOCK] <= page_end:
+            if len(page_logs) >= limit and current[_BLOCK] != page_logs[-1][_BLOCK]:
+                page_end = page_logs[-1][_BLOCK]
                 break
             page_logs.append(current)
             current = next(logs, None)
         return page_logs, current, page_end
 
     def _headers(
-        self, page_logs: list[Log], page_end: int, headers: _BlockStream
+        self, page_logs: list[tuple], page_end: int, headers: _BlockStream
     ) -> dict[int, BlockHeader]:
         found: dict[int, BlockHeader] = {}
-        for log in page_logs:
-            known = found.get(log.block_number)
-            if known is not None:
-                if known.hash != log.block_hash:
-                    raise self._hash_conflict(log, known.hash)
+        known: BlockHeader | None = None
+        for row in page_logs:
+            number = row[_BLOCK]
+            if known is not None and known.number == number:
+                if known.hash != row[_HASH]:
+                    raise self._hash_conflict(row, known.hash)
                 continue
-            header = headers.get(log.block_number)
-            if header is not None:
-                if header.hash != log.block_hash:
-                    raise self._hash_conflict(log, header.hash)
-                if log.block_timestamp not in (None, header.timestamp):
-                    raise SourceError(
-                        f"{self.logs_file}: block {log.block_number}: its logs say timestamp "
-                        f"{log.block_timestamp}, {self.blocks_file} says {header.timestamp}; "
-                        "the two files come from different chains or versions of the block"
-                    )
-            elif log.block_timestamp is not None:
-                header = BlockHeader(log.block_number, log.block_hash, None, log.block_timestamp)
-            elif self.unknown_timestamp is not None:
-                header = BlockHeader(log.block_number, log.block_hash, None, self.unknown_timestamp)
-            else:
-                where = (
-                    f"{self.blocks_file} has no such block"
-                    if self.blocks_file is not None
-                    else "no blocks file was given"
-                )
-                raise SourceError(
-                    f"{self.logs_file}: no timestamp for block {log.block_number}: its logs "
-                    f"carry no blockTimestamp and {where}. Add the block's header (number, "
-                    "hash, parentHash, timestamp) to the blocks file, or pass unknown_timestamp "
-                    "if the timestamps do not matter."
-                )
-            found[log.block_number] = header
+            # The logs of one block are contiguous (the file is sorted).
+            known = found[number] = self._header(row, headers)
         if page_end not in found:
             header = headers.get(page_end)
             if header is not None:
                 found[page_end] = header
         return found
 
-    def _hash_conflict(self, log: Log, other_hash: str) -> SourceError:
+    def _header(self, row: tuple, headers: _BlockStream) -> BlockHeader:
+        """The header of the block of a page's first log of that block."""
+        number, block_hash, timestamp = row[_BLOCK], row[_HASH], row[_TIMESTAMP]
+        header = headers.get(number)
+        if header is not None:
+            if header.hash != block_hash:
+                raise self._hash_conflict(row, header.hash)
+            if timestamp not in (None, header.timestamp):
+                raise SourceError(
+                    f"{self.logs_file}: block {number}: its logs say timestamp "
+                    f"{timestamp}, {self.blocks_file} says {header.timestamp}; "
+                    "the two files come from different chains or versions of the block"
+                )
+            return header
+        if timestamp is not None:
+            return BlockHeader(number, block_hash, None, timestamp)
+        if self.unknown_timestamp is not None:
+            return BlockHeader(number, block_hash, None, self.unknown_timestamp)
+        where = (
+            f"{self.blocks_file} has no such block"
+            if self.blocks_file is not None
+            else "no blocks file was given"
+        )
+        raise SourceError(
+            f"{self.logs_file}: no timestamp for block {number}: its logs "
+            f"carry no blockTimestamp and {where}. Add the block's header (number, "
+            "hash, parentHash, timestamp) to the blocks file, or pass unknown_timestamp "
+            "if the timestamps do not matter."
+        )
+
+    def _hash_conflict(self, row: tuple, other_hash: str) -> SourceError:
         return SourceError(
-            f"{self.logs_file}: block {log.block_number} has two hashes, {other_hash} and "
-            f"{log.block_hash} (log {log.log_index}): the archive mixes two versions of the "
+            f"{self.logs_file}: block {row[_BLOCK]} has two hashes, {other_hash} and "
+            f"{row[_HASH]} (log {row[_INDEX]}): the archive mixes two versions of the "
             "block (a reorg); keep only the canonical one in both files"
         )
 
