@@ -63,9 +63,7 @@ class EntityContext:
         entry = self._table.entries.get(entity_id)
         if entry is None:
             if type(entity_id) is not str:
-                raise EntityError(
-                    f"{self._table.name} ids are str, got {type(entity_id).__name__}"
-                )
+                raise EntityError(f"{self._table.name} ids are str, got {type(entity_id).__name__}")
             return await Read(self._table, GET, entity_id)
         row = entry[1]
         return None if row is None else self._cls.from_row(row)

@@ -106,9 +106,7 @@ def main() -> None:
         # hundred allocations, cost a fifth of this process's time. Every 100 pages will do.
         gc.disable()
         try:
-            pages = source._iter_pages(
-                job["from_block"], job["end"], job["filters"], rows=True
-            )
+            pages = source._iter_pages(job["from_block"], job["end"], job["filters"], rows=True)
             for n, page in enumerate(pages, 1):
                 write_frame(out, PAGE, dump_page(page))
                 if n % 100 == 0:
