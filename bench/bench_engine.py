@@ -91,7 +91,7 @@ def dataset(name: str) -> tuple[Path, int, int, int]:
     return HERE / "data" / name, meta["chain_id"], meta["first_block"], meta["last_block"]
 
 
-def write_project(folder: Path, data: str, preload: str = "auto") -> Path:
+def write_project(folder: Path, data: str, preload: str = "always") -> Path:
     prefix, chain_id, first, last = dataset(data)
     abi = ROOT / "examples" / "erc20-mainnet" / "abis" / "ERC20.json"
     (folder / "schema.graphql").write_text(SCHEMA)
@@ -255,7 +255,7 @@ def main() -> None:
     parser.add_argument("--data", default="transfers-1m")
     parser.add_argument("--only", action="append", choices=sorted(CONFIGS))
     parser.add_argument("--batch-size", type=int, default=5000)
-    parser.add_argument("--preload", choices=["always", "auto"], default="auto")
+    parser.add_argument("--preload", choices=["always", "auto"], default="always")
     parser.add_argument(
         "--source",
         choices=["archive", "memory"],

@@ -477,3 +477,37 @@ async def test_preload_auto_preloads_a_batch_only_when_a_read_misses_memory(tmp_
     # A batch preloads only when one of its reads misses memory.
     assert preloaded == [2, 6, 7]
     assert [seen for *_, seen in probe.READS] == [(x, "o", int(x[1:])) for x in reads.values()]
+
+
+async def test_default_preload_runs_every_batch_whole_even_when_memory_answers(
+    tmp_path, monkeypatch
+):
+    from evmflow.processor import Processor
+
+    project = write_project(tmp_path / "p", end_block=1)
+    probe.reset({(1, 0): [("set", "x0", "o", 0)]})
+    logs, _ = one_event_per_block(probe.PROGRAM)
+    url = sqlite_url(tmp_path)
+    await Indexer(project, url, sources={1: ListSource(logs, 1)}).run()
+
+    # Blocks 2-5 each read x0: the database at block 2, memory after that.
+    program = {(b, 0): [("get", "x0")] for b in range(2, 6)}
+    probe.reset(program)
+    logs, _ = one_event_per_block(program)
+    preloaded = []
+    original = Processor.preload
+
+    async def preload(self, events, handlers):
+        preloaded.append([e.block_number for e in events])
+        await original(self, events, handlers)
+
+    monkeypatch.setattr(Processor, "preload", preload)
+    config = project / "evmflow.yaml"
+    settings = json.loads(config.read_text())
+    settings["chains"][0]["end_block"] = 5
+    config.write_text(json.dumps(settings))
+    await Indexer(project, url, batch_size=2, sources={1: ListSource(logs, 5)}).run()
+
+    # engine.preload defaults to always: each batch of two events is preloaded whole.
+    assert preloaded == [[2, 3], [4, 5]]
+    assert [seen for *_, seen in probe.READS] == [("x0", "o", 0)] * 4

@@ -158,10 +158,10 @@ class EngineConfig(_Model):
     batch boundary (the database has them)."""
     pipeline: bool = True
     """False: wait for every commit before processing the next batch."""
-    preload: Literal["always", "auto"] = "auto"
-    """auto: a batch's preload pass starts at its first read that memory cannot answer, over
-    the events from there on; a batch memory answers whole runs its handlers once. always:
-    every batch is preloaded whole before its handlers run."""
+    preload: Literal["always", "auto"] = "always"
+    """always: every batch is preloaded whole before its handlers run. auto: a batch's preload
+    pass starts at its first read that memory cannot answer, over the events from there on; a
+    batch memory answers whole runs its handlers once."""
     multichain: Literal["unordered", "ordered"] = "unordered"
     """ordered: events of all chains in one order (block timestamp, chain id, block, log
     index); unordered: each chain in its own order, chains interleaved by batch."""

@@ -9,9 +9,9 @@ that memory could not answer) or something of asyncio's (the user awaited I/O of
 Preload runs every handler of the batch with writes switched off and stops each at its first
 database read; the reads of one round are grouped into one query per entity and operation, and
 the handlers resume with the answers until none asks for more. Then the real run handles the
-events one after another, now mostly from memory. With ``preload: auto`` (the default) the real
-run starts at once, and the first read memory cannot answer preloads the events from there on:
-a batch memory answers whole runs each handler once.
+events one after another, now mostly from memory. With ``preload: auto`` (opt-in) the real run
+starts at once, and the first read memory cannot answer preloads the events from there on: a
+batch memory answers whole runs each handler once.
 """
 
 from __future__ import annotations
