@@ -386,3 +386,53 @@ async def test_detect_only_mode_logs_and_keeps_the_index(tmp_path, db, caplog):
         for n in (11, 12)
         for log in chain.logs[n]
     )
+
+
+class DeadHeadersSource(ForkableSource):
+    """Answers pages, but once ``dead`` is set its header requests never return, as a source
+    that retries a dead node while following the head."""
+
+    def __init__(self, chain: ForkableChain) -> None:
+        super().__init__(chain)
+        self.dead = False
+        self.asked = asyncio.Event()
+
+    async def headers(self, numbers):
+        if self.dead:
+            self.asked.set()
+            await asyncio.Event().wait()
+        return await super().headers(numbers)
+
+
+async def test_stop_while_a_reorg_waits_on_a_dead_node_exits_and_the_restart_rolls_back(
+    tmp_path, db
+):
+    chain = ForkableChain()
+    chain.extend(10, "a", logs_of)
+    project = write_project(tmp_path / "p", BALANCES_SCHEMA, BALANCES_HANDLERS, end_block=14)
+    url = db()
+    source = DeadHeadersSource(chain)
+    indexer = Indexer(project, url, sources={1: source})
+    run = asyncio.create_task(indexer.run())
+    await wait_for_block(indexer, 10)
+    before = await dump(url, project)
+
+    source.dead = True
+    chain.fork(9, 14, "b", logs_of)
+    await asyncio.wait_for(source.asked.wait(), timeout=20)
+    indexer.stop()
+    await asyncio.wait_for(run, timeout=5)
+
+    # Nothing was rolled back or written past the fork's detection.
+    assert indexer.measures.rollbacks == 0
+    assert await dump(url, project) == before
+    assert before["_progress"] == {1: (10, 20)}
+
+    # A healthy node on the next start: the stored hashes show the fork again.
+    again = Indexer(project, url, sources={1: ForkableSource(chain)})
+    await asyncio.wait_for(again.run(), timeout=30)
+    assert again.measures.rollbacks == 1
+    got = await dump(url, project)
+    assert tables_only(got) == tables_only(expected_tables({1: chain})) | {
+        "_progress": {1: (14, 28)}
+    }

@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 _END = object()  # a chain's source has delivered its last page
 
 
+class _Stopped(Exception):
+    """A stop was requested while the loop waited on a source (see ``_unless_stopped``)."""
+
+
 @dataclass
 class ChainState:
     """One chain as the engine runs it."""
@@ -390,7 +394,12 @@ class Indexer:
             if batch is None:
                 forked = [c for c in self.chains.values() if c.reorg_at is not None]
                 if forked:
-                    await self._handle_reorg(forked[0])
+                    try:
+                        await self._handle_reorg(forked[0])
+                    except _Stopped:
+                        # Stopped before anything was rolled back: the next start finds the
+                        # fork again from the stored block hashes.
+                        break
                     continue
                 break
             store.begin_batch(batch)
@@ -739,7 +748,9 @@ class Indexer:
         step = 50
         for start in range(0, len(known), step):
             numbers = known[start : start + step]
-            headers = await chain.source.headers(numbers)  # type: ignore[attr-defined]
+            headers = await self._unless_stopped(
+                chain.source.headers(numbers)  # type: ignore[attr-defined]
+            )
             for number in numbers:
                 header = headers.get(number)
                 if header is not None and header.hash == chain.hashes[number]:
@@ -751,6 +762,28 @@ class Indexer:
             "right, reindex with 'evmflow run --reset' (and consider a larger max_reorg_depth); "
             "if the node is wrong, point the chain at another one"
         )
+
+    async def _unless_stopped(self, work: Awaitable[Any]) -> Any:
+        """The result of ``work``, or _Stopped if a stop is requested first: a source that
+        follows the head retries a dead node for ever, and Ctrl-C must not wait for it."""
+        assert self._stop is not None
+        task = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            task.cancel()
+            raise
+        finally:
+            stop.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, Exception):
+            pass
+        raise _Stopped
 
     def _decode(
         self,
