@@ -42,7 +42,7 @@ CHAIN_ID = 5
 FIRST_BLOCK = 3_000_000
 BLOCKS = 2_000
 LOGS = 40_000
-KILLS_PER_BACKEND = 11  # two backends: 22 kills in all
+KILLS_PER_BACKEND = 20  # on each backend
 MAX_ROUNDS = 10
 
 
