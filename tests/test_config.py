@@ -525,14 +525,15 @@ def test_undefined_variable_in_a_header(tmp_path, monkeypatch):
     assert "EVMFLOW_TEST_TOKEN is not set" in error.message
 
 
-def test_chain_needs_exactly_one_source(tmp_path):
+def test_chain_needs_a_source(tmp_path):
     error = config_error(
         tmp_path, MINIMAL.replace('    rpc: {urls: "http://127.0.0.1:8545"}\n', "")
     )
 
     assert str(error) == (
         f"{tmp_path.resolve()}/evmflow.yaml:3: chains[0]: chain 1 has neither 'rpc' nor "
-        "'archive'\n  fix: give exactly one source: rpc: {urls: [...]} or archive: {path: ...}"
+        "'archive'\n  fix: give it a source: rpc: {urls: [...]}, archive: {path: ...}, or both "
+        "(the archive first, then the node from the block after the archive's last)"
     )
 
 
@@ -549,18 +550,19 @@ def test_end_block_below_start_block(tmp_path):
     )
 
 
-def test_chain_with_both_sources(tmp_path):
+def test_chain_with_both_sources_reads_the_archive_then_the_node(tmp_path):
+    from evmflow.engine import make_source
+    from evmflow.sources.handover import HandoverSource
+
     (tmp_path / "dump").mkdir()
     (tmp_path / "dump" / "logs.jsonl").write_text("")
-    error = config_error(
-        tmp_path, MINIMAL.replace("  - id: 1\n", "  - id: 1\n    archive: {path: dump}\n")
-    )
+    make_project(tmp_path, MINIMAL.replace("  - id: 1\n", "  - id: 1\n    archive: {path: dump}\n"))
+    config = load_config(tmp_path)
 
-    assert (error.line, error.where, error.message) == (
-        3,
-        "chains[0]",
-        "chain 1 has both 'rpc' and 'archive'",
-    )
+    source = make_source(None, config.chains[0])  # type: ignore[arg-type]
+    assert isinstance(source, HandoverSource)
+    assert source.archive.logs_file == (tmp_path / "dump" / "logs.jsonl").resolve()
+    assert source.rpc.chain_id == 1
 
 
 def test_null_value_asks_for_a_value(tmp_path):

@@ -9,6 +9,7 @@ the example's handlers from block 0, so every Account balance must equal the tok
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from tests.conftest import (
     dump_db,
     erc20_index_in_db,
     run_evmflow,
+    wipe_db,
 )
 from tests.support.anvil import Anvil, AnvilNotFound, BenchToken, real_transfers
 
@@ -131,3 +133,50 @@ def test_second_run_over_rpc_changes_nothing(rpc_project: Path, chain: Chain, db
     assert_ran(again)
     assert "0 events in" in again.stderr
     assert dump_db(db_url) == before
+
+
+def _entities_and_progress(dump: dict) -> dict:
+    tables = {name: rows for name, rows in dump.items() if not name.startswith(("_", "("))}
+    assert set(tables) == {"Account", "Token", "Transfer"}
+    return {**tables, "progress": chain_progress(dump)}
+
+
+def _write_archive(chain: Chain, last: int, folder: Path) -> None:
+    """Every log and header of blocks 0..last, as the node returns them."""
+    folder.mkdir(parents=True)
+    logs = chain.node.get_logs(0, last)
+    (folder / "logs.jsonl").write_text("".join(json.dumps(x) + "\n" for x in logs))
+    blocks = [chain.node.get_block(n) for n in range(last + 1)]
+    (folder / "blocks.jsonl").write_text("".join(json.dumps(b) + "\n" for b in blocks))
+
+
+@pytest.mark.parametrize("split", ["middle", "past-end"])
+def test_an_archive_then_the_node_gives_the_same_index_as_the_node_alone(
+    rpc_project: Path, chain: Chain, db_url: str, tmp_path: Path, split: str
+):
+    assert_ran(run_evmflow("run", rpc_project, "--db", db_url))
+    node_alone = _entities_and_progress(dump_db(db_url))
+    wipe_db(db_url)
+
+    last = chain.end_block // 2 if split == "middle" else chain.end_block
+    _write_archive(chain, last, rpc_project / "archive")
+    config = rpc_project / "evmflow.yaml"
+    config.write_text(
+        config.read_text().replace("    rpc:\n", "    archive: {path: archive}\n    rpc:\n", 1)
+    )
+    result = run_evmflow("run", rpc_project, "--db", db_url)
+
+    assert_ran(result)
+    handover = (
+        f"chain {CHAIN_ID}: the archive ends at block {last}; the node serves from {last + 1} on"
+    )
+    # The node is asked only for blocks past the archive, and only when there are any.
+    assert (handover in result.stderr) == (split == "middle"), result.stderr
+    # History rows inside the reorg window carry checkpoint ids, which count batches and
+    # differ with the pages; the entities and progress must not.
+    assert _entities_and_progress(dump_db(db_url)) == node_alone
+    index = erc20_index_in_db(dump_db(db_url))
+    for token in chain.tokens:
+        for holder in chain.holders:
+            account = index.accounts.get(f"{token.address}-{holder}")
+            assert (account[3] if account else 0) == token.balance_of(holder)

@@ -235,14 +235,12 @@ class ChainConfig(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> ChainConfig:
-        # Limitation: a chain takes one source, so it cannot backfill from an archive and then
-        # follow the head over rpc; a user needs two runs with different configs. Accepting both
-        # here, plus a hand-over in the fetcher, would lift it.
-        if (self.rpc is None) == (self.archive is None):
-            which = "both 'rpc' and" if self.rpc is not None else "neither 'rpc' nor"
+        # Both: the archive up to its last block, then the node (sources/handover.py).
+        if self.rpc is None and self.archive is None:
             raise _Fault(
-                f"chain {self.id} has {which} 'archive'",
-                hint="give exactly one source: rpc: {urls: [...]} or archive: {path: ...}",
+                f"chain {self.id} has neither 'rpc' nor 'archive'",
+                hint="give it a source: rpc: {urls: [...]}, archive: {path: ...}, or both (the "
+                "archive first, then the node from the block after the archive's last)",
             )
         if self.end_block is not None and self.end_block < self.start_block:
             raise _Fault(

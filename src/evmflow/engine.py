@@ -117,11 +117,12 @@ class Measures:
 
 
 def make_source(project: Project, chain: ChainConfig) -> Source:
+    archive = rpc = None
     if chain.archive is not None:
         from .sources.archive import ArchiveSource
 
         reader = chain.archive.reader
-        return ArchiveSource(
+        archive = ArchiveSource(
             chain.archive.logs_file(),
             chain.archive.blocks_file(),
             process=None if reader == "auto" else reader == "process",
@@ -129,17 +130,25 @@ def make_source(project: Project, chain: ChainConfig) -> Source:
     if chain.rpc is not None:
         from .sources.rpc import RpcSource
 
-        rpc = chain.rpc
-        return RpcSource(
+        settings = chain.rpc
+        rpc = RpcSource(
             chain.id,
-            list(rpc.urls),
-            request_timeout=rpc.request_timeout,
-            max_block_range=rpc.max_block_range,
-            concurrency=rpc.concurrency,
-            poll_interval=rpc.poll_interval,
-            block_lag=rpc.block_lag,
-            headers=dict(rpc.headers),
+            list(settings.urls),
+            request_timeout=settings.request_timeout,
+            max_block_range=settings.max_block_range,
+            concurrency=settings.concurrency,
+            poll_interval=settings.poll_interval,
+            block_lag=settings.block_lag,
+            headers=dict(settings.headers),
         )
+    if archive is not None and rpc is not None:
+        from .sources.handover import HandoverSource
+
+        return HandoverSource(archive, rpc)
+    if archive is not None:
+        return archive
+    if rpc is not None:
+        return rpc
     raise ConfigError(f"chain {chain.id} has no source", hint="give it 'rpc' or 'archive'")
 
 

@@ -571,9 +571,8 @@ class ArchiveSource:
         self, from_block: int, to_block: int | None, filters: list[LogFilter]
     ) -> AsyncIterator[Page]:
         """Pages covering exactly ``from_block..to_block`` (``None``: to the archive's end)."""
-        # Limitation: with to_block=None the pages stop at the archive's last block instead of
-        # following a head, since the files do not grow; a chain that goes on from an RPC
-        # source has to switch to it at that block.
+        # With to_block=None the pages stop at the archive's last block, since the files do
+        # not grow; a chain that goes on over RPC switches there (handover.py).
         end = to_block if to_block is not None else await self.head()
         logger.debug("%s: pages of blocks %d..%d", self.logs_file, from_block, end)
         child = _Child(self, from_block, end, filters) if self.process else None
