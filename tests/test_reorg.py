@@ -4,6 +4,7 @@ been indexed, and equals a fresh index of the final chain."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import defaultdict
 
 import pytest
@@ -432,6 +433,75 @@ async def test_stop_while_a_reorg_waits_on_a_dead_node_exits_and_the_restart_rol
     again = Indexer(project, url, sources={1: ForkableSource(chain)})
     await asyncio.wait_for(again.run(), timeout=30)
     assert again.measures.rollbacks == 1
+    got = await dump(url, project)
+    assert tables_only(got) == tables_only(expected_tables({1: chain})) | {
+        "_progress": {1: (14, 28)}
+    }
+
+
+def write_archive(chain: ForkableChain, last: int, folder) -> None:
+    """Blocks 1..last of the chain as it is now, shaped like RPC answers."""
+    folder.mkdir(parents=True)
+    logs = [
+        {
+            "address": log.address,
+            "topics": log.topics,
+            "data": log.data,
+            "blockNumber": hex(log.block_number),
+            "blockHash": log.block_hash,
+            "transactionHash": log.transaction_hash,
+            "transactionIndex": hex(log.transaction_index),
+            "logIndex": hex(log.log_index),
+            "removed": False,
+        }
+        for n in range(1, last + 1)
+        for log in chain.logs[n]
+    ]
+    headers = [
+        {
+            "number": hex(h.number),
+            "hash": h.hash,
+            "parentHash": h.parent_hash or "0x" + "00" * 32,
+            "timestamp": hex(h.timestamp),
+        }
+        for h in (chain.headers[n] for n in range(1, last + 1))
+    ]
+    (folder / "logs.jsonl").write_text("".join(json.dumps(x) + "\n" for x in logs))
+    (folder / "blocks.jsonl").write_text("".join(json.dumps(x) + "\n" for x in headers))
+
+
+class NodeOf(ForkableSource):
+    """The forkable chain as the node of an archive-then-node chain."""
+
+    chain_id = 1
+
+    async def chain_ids(self):
+        return [("forkable", 1)]
+
+
+async def test_an_archive_from_a_dropped_branch_is_rolled_back_and_refetched_from_the_node(
+    tmp_path, db
+):
+    from evmflow.sources.archive import ArchiveSource
+    from evmflow.sources.handover import HandoverSource
+
+    chain = ForkableChain()
+    chain.extend(10, "a", logs_of)
+    write_archive(chain, 10, tmp_path / "archive")
+    # The node dropped blocks 8-10 of the branch the archive was made from.
+    chain.fork(8, 14, "b", logs_of)
+
+    project = write_project(tmp_path / "p", BALANCES_SCHEMA, BALANCES_HANDLERS, end_block=14)
+    archive = ArchiveSource(
+        tmp_path / "archive" / "logs.jsonl", tmp_path / "archive" / "blocks.jsonl"
+    )
+    source = HandoverSource(archive, NodeOf(chain))  # type: ignore[arg-type]
+    url = db()
+    indexer = Indexer(project, url, batch_size=3, sources={1: source})
+    await asyncio.wait_for(indexer.run(), timeout=30)
+
+    assert source.handed_over_at == 11
+    assert indexer.measures.rollbacks == 1
     got = await dump(url, project)
     assert tables_only(got) == tables_only(expected_tables({1: chain})) | {
         "_progress": {1: (14, 28)}

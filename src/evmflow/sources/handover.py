@@ -61,7 +61,10 @@ class HandoverSource:
         self, from_block: int, to_block: int | None, filters: list[LogFilter]
     ) -> AsyncIterator[Page]:
         last = await self.archive.head()
-        if from_block <= last:
+        # Once the node has served, it serves everything: a rollback into the archive's
+        # blocks (the archive was made from a branch the node dropped) fetches them again
+        # from the node, not from the archive that showed the fork.
+        if self.handed_over_at is None and from_block <= last:
             end = last if to_block is None else min(to_block, last)
             archived = cast(Pages, self.archive.pages(from_block, end, filters))
             async with contextlib.aclosing(archived) as pages:
