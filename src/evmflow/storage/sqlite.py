@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import itertools
 import json
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +45,11 @@ from .base import (
 from .convert import SQLITE_TYPES, column_type, row_converter, sqlite_from_db, sqlite_to_db
 
 _CHUNK = 500
+
+# Rows per multi-row INSERT in a commit, and the most parameters one statement may take (the
+# SQLite limit is 32,766 since 3.32 and 999 before).
+_ROWS_PER_STATEMENT = 500
+_MAX_PARAMETERS = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
 
 
 def _compare_ints(a: str, b: str) -> int:
@@ -91,6 +97,8 @@ class SqliteStorage(Storage):
         }
         self._upsert_sql: dict[str, str] = {}
         self._delete_sql: dict[str, str] = {}
+        # (one-row statement, rows) -> the statement for that many rows; see _insert.
+        self._multi_row_sql: dict[tuple[str, int], str] = {}
         for name, lay in self.layouts.items():
             cols = ", ".join(lay.columns)
             marks = ", ".join("?" for _ in lay.columns)
@@ -323,12 +331,12 @@ class SqliteStorage(Storage):
                 upserts = [r for r in rows.values() if r is not None]
                 deletes = [(i,) for i, r in rows.items() if r is None]
                 if deletes:
-                    db.executemany(self._delete_sql[entity], deletes)
+                    self._delete(db, entity, [i for (i,) in deletes])
                 if upserts:
                     convert = self._to_db[entity]
                     if convert:
                         upserts = [convert(r) for r in upserts]
-                    db.executemany(self._upsert_sql[entity], upserts)
+                    self._upsert(db, entity, upserts)
             db.executemany(
                 f"UPDATE {CHAINS_TABLE} SET block = ?, events = ? WHERE chain_id = ?",
                 [(p.block, p.events, cid) for cid, p in commit.chains.items()],
@@ -341,6 +349,32 @@ class SqliteStorage(Storage):
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    def _upsert(self, db: sqlite3.Connection, entity: str, rows: list[tuple]) -> None:
+        self._insert(db, self._upsert_sql[entity], len(self.layouts[entity].columns), rows)
+
+    def _insert(self, db: sqlite3.Connection, sql: str, width: int, rows: list[tuple]) -> None:
+        """Run a one-row ``INSERT ... VALUES (?, ...) ...`` for every row, hundreds of rows to
+        a statement. The sqlite3 module releases the interpreter lock while SQLite runs a
+        statement and must take it back after: with one statement per row
+        (``executemany``), a busy event loop thread makes this thread wait for the lock
+        after every row, and commits that should overlap the handlers crawl instead."""
+        one = "VALUES (" + ", ".join("?" * width) + ")"
+        per = max(1, min(_ROWS_PER_STATEMENT, _MAX_PARAMETERS // width))
+        for start in range(0, len(rows), per):
+            chunk = rows[start : start + per]
+            key = (sql, len(chunk))
+            many = self._multi_row_sql.get(key)
+            if many is None:
+                values = "VALUES " + ", ".join([one.removeprefix("VALUES ")] * len(chunk))
+                many = self._multi_row_sql[key] = sql.replace(one, values, 1)
+            db.execute(many, list(itertools.chain.from_iterable(chunk)))
+
+    def _delete(self, db: sqlite3.Connection, entity: str, ids: list[str]) -> None:
+        table = self.layouts[entity].table
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            db.execute(f'DELETE FROM {table} WHERE "id" IN ({", ".join("?" * len(chunk))})', chunk)
 
     # -- reorg window ------------------------------------------------------------------------
 
@@ -365,9 +399,12 @@ class SqliteStorage(Storage):
                     rows.append((checkpoint, 1, entity_id, *blank))
                 else:
                     rows.append((checkpoint, 0, *(convert(row) if convert else row)))
-            marks = ", ".join("?" for _ in range(len(lay.columns) + 2))
-            db.executemany(
-                f"INSERT INTO {table} (checkpoint, deleted, {cols}) VALUES ({marks})", rows
+            marks = ", ".join("?" * (len(lay.columns) + 2))
+            self._insert(
+                db,
+                f"INSERT INTO {table} (checkpoint, deleted, {cols}) VALUES ({marks})",
+                len(lay.columns) + 2,
+                rows,
             )
         db.executemany(
             f"INSERT INTO {CHECKPOINTS_TABLE} (id, chain_id, block, hash, events_before) "
