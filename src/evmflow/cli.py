@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -35,10 +36,12 @@ def main() -> None:
     "--db",
     "db",
     default=None,
-    help="Database URL (default: DATABASE_URL, or SQLite in <project>/.evmflow/index.db).",
+    help="Database URL: sqlite:///relative/to/project.db, sqlite:////absolute/path.db or "
+    "postgresql://user@host:port/db[?schema=name] (default: the config's 'database', then "
+    "DATABASE_URL, then SQLite in <project>/.evmflow/index.db).",
 )
 @click.option("--reset", is_flag=True, help="Drop the indexed data and start over.")
-@click.option("--batch-size", type=int, default=None, help="Events per batch.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Events per batch.")
 @click.option("--no-pipeline", is_flag=True, help="Await every commit before the next batch.")
 @click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors.")
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
@@ -109,26 +112,32 @@ async def _run(  # type: ignore[no-untyped-def]
     from .progress import ProgressView
 
     loop = asyncio.get_running_loop()
-    interrupted = False
+    interrupted = 0  # the signal that stopped the run
     stopped = asyncio.Event()
+    indexing = True
 
-    def on_signal() -> None:
+    def on_signal(sig: int) -> None:
         nonlocal interrupted
         if interrupted:
             # A second Ctrl-C does not wait: every commit is one transaction, so leaving now
             # loses only uncommitted batches, which the next run processes again.
             click.echo("aborting: uncommitted batches are dropped, committed ones kept", err=True)
-            os._exit(130)
-        interrupted = True
+            os._exit(128 + sig)
+        interrupted = sig
         stopped.set()
+        if not indexing:
+            click.echo("\nstopping the server", err=True)
+            return
+        queued = indexer.writer.in_flight if indexer.writer is not None else 0
         click.echo(
-            "\nstopping: finishing the batch in hand and committing (Ctrl-C again aborts)...",
+            f"\nstopping: no more events are handled; committing the {queued} batches already "
+            "handled (Ctrl-C again aborts: they are handled again next run)...",
             err=True,
         )
         indexer.stop()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
+        loop.add_signal_handler(sig, on_signal, int(sig))
     view = ProgressView(indexer, enabled=show_progress, quiet=quiet)
     started = time.perf_counter()
     server = None
@@ -144,6 +153,7 @@ async def _run(  # type: ignore[no-untyped-def]
     try:
         async with view:
             await indexer.run()
+        indexing = False
         ended = time.perf_counter()
         if server is not None and not interrupted:
             click.echo("every chain reached its end block; still serving (Ctrl-C stops)", err=True)
@@ -180,7 +190,7 @@ async def _run(  # type: ignore[no-untyped-def]
             )
         click.echo(f"{m.events} events in {seconds:.2f}s ({rate:,.0f} events/s)", err=True)
     if interrupted and not indexer.finished:
-        return 130
+        return 128 + interrupted  # 130 after Ctrl-C, 143 after SIGTERM
     return 0
 
 
@@ -295,7 +305,7 @@ def init(
     click.echo(f"wrote {len(written)} files to {directory}:")
     for path in written:
         click.echo(f"  {os.path.relpath(path, directory)}")
-    click.echo(f"run it with: evmflow run {directory}")
+    click.echo(f"run it with: evmflow run {shlex.quote(str(directory))}")
 
 
 @main.command()

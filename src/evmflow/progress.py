@@ -55,7 +55,8 @@ class ProgressView:
                     seconds = elapsed * (total_blocks - done_blocks) / done_blocks
                     left = f"{seconds:,.0f}s"
             elif target is not None and block >= target:
-                left = "done"
+                writer = self.indexer.writer
+                left = "committing" if writer is not None and writer.in_flight else "done"
             out.append(
                 (
                     str(chain.chain_id),

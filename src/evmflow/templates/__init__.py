@@ -42,6 +42,7 @@ def write_template(template: str, directory: Path) -> list[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         if path.name == "evmflow.yaml":
             text = re.sub(r"(?m)^name:.*$", f"name: {name}", path.read_text(), count=1)
+            text = re.sub(r"(?m)^# This is also the bundled example.*\n", "", text)
             target.write_text(text)
         else:
             shutil.copyfile(path, target)
