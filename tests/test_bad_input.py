@@ -259,3 +259,56 @@ def test_wrong_entity_field_type_names_entity_and_field(project: Path, before: d
     assert "Token.transfers" in stderr
     assert "str" in stderr
     assert f"block {NEXT_BLOCK}" in stderr
+
+
+# --- ABI files, command-line values ------------------------------------------------------------
+
+
+def test_a_misspelt_type_in_the_abi_names_the_abi_file_and_line(project: Path, before: dict):
+    abi = project / "abis" / "ERC20.json"
+    text = abi.read_text()
+    # The example's ABI lists an event's inputs before its name: the last address before
+    # the name "Transfer" is that event's 'to'.
+    at = text.rfind('"type": "address"', 0, text.index('"name": "Transfer"'))
+    assert at > 0
+    line = text.count("\n", 0, at) + 1
+    abi.write_text(text[:at] + '"type": "adress"' + text[at + len('"type": "address"') :])
+
+    stderr = _fails(project, before)
+
+    assert _first_line(stderr) == (
+        f"error: {abi}:{line}: contracts[0].abi: event Transfer input 1 (to): "
+        "type 'adress' is not an ABI type"
+    )
+    assert "fix:" in stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("sqlite://relative.db", "a SQLite URL starts with three slashes"),
+        ("postgresql://postgres@127.0.0.1:notaport/postgres", "Port could not be cast"),
+        ("postgresql://postgres:s3cret@127.0.0.1:99999/postgres", "Port out of range"),
+    ],
+)
+def test_a_malformed_database_url_is_refused_before_anything_is_made(
+    project: Path, before: dict, tmp_path: Path, url: str, says: str
+):
+    result = run_evmflow("run", project, "--db", url)
+
+    assert result.returncode == 2, result.stderr
+    assert _first_line(result.stderr).startswith("error: cannot read the ")
+    assert says in result.stderr
+    assert "s3cret" not in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (project / "sqlite:").exists() and not Path("sqlite:").exists()
+    assert dump_db(sqlite_url(project)) == before
+
+
+@pytest.mark.parametrize("size", ["0", "-5"])
+def test_a_batch_size_below_one_is_refused(project: Path, before: dict, size: str):
+    result = run_evmflow("run", project, "--batch-size", size)
+
+    assert result.returncode == 2, result.stderr
+    assert "--batch-size" in result.stderr and "x>=1" in result.stderr
+    assert dump_db(sqlite_url(project)) == before

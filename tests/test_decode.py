@@ -518,3 +518,25 @@ def test_abi_files_with_many_events_all_compile():
             continue
         for event in events_from_abi(json.loads(path.read_text())):
             assert EventDecoder(event).event is event
+
+
+def test_short_integer_names_in_an_abi_file_hash_as_their_canonical_types():
+    from eth_utils import keccak
+
+    from evmflow.abi import events_from_abi
+
+    abi = [
+        {
+            "type": "event",
+            "name": "Moved",
+            "inputs": [
+                {"name": "who", "type": "address", "indexed": True},
+                {"name": "amounts", "type": "uint[2]", "indexed": False},
+                {"name": "delta", "type": "int", "indexed": False},
+            ],
+        }
+    ]
+    (event,) = events_from_abi(abi)
+
+    assert event.signature == "Moved(address,uint256[2],int256)"
+    assert event.topic0 == "0x" + keccak(text="Moved(address,uint256[2],int256)").hex()

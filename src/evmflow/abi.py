@@ -6,6 +6,7 @@ Decoding logs lives in :mod:`evmflow.decode`; this module only describes events.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,9 +62,24 @@ def _param_from_json(item: dict, where: str, file: Path | None) -> AbiParam:
         _param_from_json(c, f"{where}.components[{i}]", file)
         for i, c in enumerate(item.get("components") or ())
     )
+    type_name = str(item["type"])
+    base = type_name.split("[", 1)[0]
+    if base in _TYPE_ALIASES:  # topic0 hashes the canonical spelling
+        type_name = _TYPE_ALIASES[base] + type_name[len(base) :]
+        base = _TYPE_ALIASES[base]
+    if not (_is_elementary_type(base) or base == "tuple") or not re.fullmatch(
+        r"(\[\d*\])*", type_name[len(base) :]
+    ):
+        named = f" ({item['name']})" if item.get("name") else ""
+        raise AbiError(
+            f"{where}{named}: type {type_name!r} is not an ABI type",
+            file=file,
+            hint="use canonical ABI types such as address, uint256, bytes32, string, tuple or "
+            "uint256[]",
+        )
     return AbiParam(
         name=str(item.get("name") or ""),
-        type=str(item["type"]),
+        type=type_name,
         indexed=bool(item.get("indexed", False)),
         components=components,
     )
@@ -107,7 +123,16 @@ def load_abi_file(path: str | Path) -> list[EventAbi]:
         raise AbiError(
             f"not valid JSON: {exc.msg}", file=path, line=exc.lineno, hint="fix the JSON syntax"
         ) from None
-    return events_from_abi(abi, path)
+    try:
+        return events_from_abi(abi, path)
+    except AbiError as exc:
+        if exc.line is not None or "is not an ABI type" not in exc.message:
+            raise
+        # Point at the line that spells the bad type.
+        bad = exc.message.rsplit("type ", 1)[1].split(" is not", 1)[0].strip("'\"")
+        found = text.find(json.dumps(bad))
+        line = text.count("\n", 0, found) + 1 if found >= 0 else None
+        raise AbiError(exc.message, file=path, line=line, hint=exc.hint) from None
 
 
 # Event signatures written by hand (in evmflow.yaml) are parsed by a small recursive-descent

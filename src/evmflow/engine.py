@@ -152,12 +152,40 @@ def make_source(project: Project, chain: ChainConfig) -> Source:
     raise ConfigError(f"chain {chain.id} has no source", hint="give it 'rpc' or 'archive'")
 
 
+def _check_url(url: str) -> None:
+    """Refuse a database URL that would be misread, before anything is created."""
+    from urllib.parse import urlsplit
+
+    if url.startswith("sqlite:") and not url.startswith("sqlite:///"):
+        raise ConfigError(
+            f"cannot read the SQLite URL {url!r}: a SQLite URL starts with three slashes",
+            hint="sqlite:///relative/to/the/project.db or sqlite:////absolute/path.db",
+        )
+    if url.startswith(("postgresql:", "postgres:")):
+        hint = "postgresql://user[:password]@host[:port]/dbname[?schema=name]"
+        parts = urlsplit(url)
+        shown = url.replace(f":{parts.password}@", ":***@") if parts.password else url
+        try:
+            parts.port  # noqa: B018 - reading it checks it
+        except ValueError as exc:
+            raise ConfigError(
+                f"cannot read the PostgreSQL URL {shown!r}: {exc}", hint=hint
+            ) from None
+        if (
+            not url.startswith(("postgresql://", "postgres://"))
+            or not parts.hostname
+            and not (parts.path.strip("/") or parts.query)
+        ):
+            raise ConfigError(f"cannot read the PostgreSQL URL {shown!r}", hint=hint)
+
+
 def database_url(project: Project, override: str | None) -> str:
     import os
 
     url = override or project.config.database or os.environ.get("DATABASE_URL")
     if not url:
         return f"sqlite:///{project.config.root / '.evmflow' / 'index.db'}"
+    _check_url(url)
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
         relative = url.removeprefix("sqlite:///")
         if not Path(relative).is_absolute():
