@@ -809,3 +809,40 @@ def test_signature_errors_say_where():
         "cannot read event signature 'Transfer(address,address': expected ')', found the end "
         "at character 25"
     )
+
+
+def test_environment_variables_fill_any_value_numbers_and_paths_included(tmp_path, monkeypatch):
+    monkeypatch.setenv("EVMFLOW_TEST_DUMP", "dump")
+    monkeypatch.setenv("EVMFLOW_TEST_START", "0x10")
+    monkeypatch.setenv("EVMFLOW_TEST_END", "40")
+    (tmp_path / "dump").mkdir()
+    (tmp_path / "dump" / "logs.jsonl").write_text("")
+    make_project(
+        tmp_path,
+        MINIMAL.replace(
+            '    rpc: {urls: "http://127.0.0.1:8545"}\n',
+            "    start_block: ${EVMFLOW_TEST_START}\n"
+            "    end_block: ${EVMFLOW_TEST_END}\n"
+            "    archive:\n      path: ${EVMFLOW_TEST_DUMP}\n",
+        ),
+    )
+
+    chain = load_config(tmp_path).chains[0]
+
+    assert (chain.start_block, chain.end_block) == (16, 40)
+    assert chain.archive is not None
+    assert chain.archive.logs_file() == (tmp_path / "dump" / "logs.jsonl").resolve()
+
+
+def test_an_unset_variable_anywhere_names_its_key_and_line(tmp_path, monkeypatch):
+    monkeypatch.delenv("EVMFLOW_TEST_UNSET", raising=False)
+    error = config_error(
+        tmp_path,
+        MINIMAL.replace("  - id: 1\n", "  - id: 1\n    start_block: ${EVMFLOW_TEST_UNSET}\n"),
+    )
+
+    assert (error.line, error.where, error.message) == (
+        4,
+        "chains[0].start_block",
+        "environment variable EVMFLOW_TEST_UNSET is not set (used as ${EVMFLOW_TEST_UNSET})",
+    )

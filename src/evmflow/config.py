@@ -133,7 +133,8 @@ def _http_url(url: str) -> str:
     return url
 
 
-EnvStr = Annotated[str, AfterValidator(_interpolate_env)]
+# ${VAR} is replaced in every string before validation (_interpolate_tree).
+EnvStr = str
 RpcUrl = Annotated[EnvStr, AfterValidator(_http_url)]
 BlockNumber = Annotated[int, BeforeValidator(_hex_block), Field(ge=0)]
 Address = Annotated[str, AfterValidator(_address)]
@@ -673,6 +674,23 @@ def _explain(error: Any) -> tuple[Loc, str, str | None]:
     return loc, f"{error['msg']}{got}", None
 
 
+def _interpolate_tree(value: Any, loc: Loc, document: _Document) -> Any:
+    """Every string of the parsed file with its ``${VAR}`` replaced (before validation, so a
+    number or a path may come from the environment too)."""
+    if isinstance(value, str):
+        if "${" not in value:
+            return value
+        try:
+            return _interpolate_env(value)
+        except _Fault as fault:
+            raise document.error(loc, fault.message, fault.hint) from None
+    if isinstance(value, dict):
+        return {k: _interpolate_tree(v, (*loc, k), document) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate_tree(v, (*loc, i), document) for i, v in enumerate(value)]
+    return value
+
+
 def _validation_failure(exc: pydantic.ValidationError, document: _Document) -> ConfigError:
     described = [_describe(e) for e in exc.errors()]
     # The fault highest in the file first; pydantic's own order is by model field.
@@ -961,6 +979,7 @@ def load_config(path: str | Path) -> ProjectConfig:
             hint="start from the file that 'evmflow init' writes",
         )
 
+    data = _interpolate_tree(data, (), document)
     try:
         config = ProjectConfig.model_validate(data)
     except pydantic.ValidationError as exc:
