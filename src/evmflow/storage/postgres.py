@@ -11,8 +11,10 @@ in a PostgreSQL schema of its own.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+import logging
+from typing import Any, NoReturn
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
@@ -45,6 +47,12 @@ from .convert import (
     postgres_to_db,
     row_converter,
 )
+
+log = logging.getLogger(__name__)
+
+# How long lock() waits for the index lock held by another session, and how often it asks.
+LOCK_WAIT = 30.0
+LOCK_POLL = 0.2
 
 
 def split_url(url: str) -> tuple[str, str | None]:
@@ -110,6 +118,10 @@ class PostgresStorage(Storage):
 
     async def _connect(self) -> asyncpg.Connection:
         settings = {"search_path": quote(self.pg_schema)} if self.pg_schema else {}
+        # Names the session in pg_stat_activity (and in the lock's messages), unless the URL
+        # names it otherwise.
+        if "application_name" not in dict(parse_qsl(urlsplit(self.dsn).query)):
+            settings["application_name"] = "evmflow"
         conn = await asyncpg.connect(self.dsn, server_settings=settings)
         return conn
 
@@ -126,18 +138,73 @@ class PostgresStorage(Storage):
             ) from None
 
     async def lock(self) -> None:
-        assert self._writer is not None
+        db = self._writer
+        assert db is not None
         # A session lock, held by the writer's connection until it closes (or the process
-        # dies), keyed by the schema the index lives in.
-        taken = await self._writer.fetchval(
-            "SELECT pg_try_advisory_lock(hashtext('evmflow:' || current_schema()))"
+        # dies), keyed by the schema the index lives in. A session outlives its client by a
+        # while: the server ends it only once its statement in progress finishes and finds
+        # the socket closed. So a restart right after a kill -9 waits for it (LOCK_WAIT)
+        # instead of refusing at once.
+        key = await db.fetchval("SELECT hashtext('evmflow:' || current_schema())")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        holder = ""
+        while not await db.fetchval("SELECT pg_try_advisory_lock($1::BIGINT)", key):
+            if not holder:
+                _, holder = await self._lock_holder(key)
+                log.warning(
+                    "the index lock on %s is held by %s; waiting up to %g s for it to be released",
+                    self.url_for_humans,
+                    holder,
+                    LOCK_WAIT,
+                )
+            if loop.time() - started >= LOCK_WAIT:
+                await self._refuse_lock(key)
+            await asyncio.sleep(LOCK_POLL)
+        if holder:
+            log.info("took the index lock after %.1f s", loop.time() - started)
+
+    async def _lock_holder(self, key: int) -> tuple[int | None, str]:
+        """Who holds the index lock: the server process id, and the process and what its
+        session is doing in words."""
+        assert self._writer is not None
+        # A one-number advisory lock shows in pg_locks as its high and low 32 bits.
+        row = await self._writer.fetchrow(
+            "SELECT l.pid, a.application_name, host(a.client_addr) AS addr, a.client_port, "
+            "a.state, EXTRACT(EPOCH FROM clock_timestamp() - a.query_start) AS query_seconds, "
+            "EXTRACT(EPOCH FROM clock_timestamp() - a.state_change) AS state_seconds "
+            "FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+            "AND l.classid = $1::BIGINT::OID AND l.objid = $2::BIGINT::OID "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            (key >> 32) & 0xFFFFFFFF,
+            key & 0xFFFFFFFF,
         )
-        if not taken:
-            raise IndexBusyError(
-                f"another evmflow process is indexing into {self.url_for_humans}",
-                hint="wait for it to finish or stop it; one indexer per database (or "
-                "?schema=) at a time",
-            )
+        if row is None:
+            return None, "a session that has just released it"
+        parts = [f"server process pid {row['pid']}"]
+        if row["application_name"]:
+            parts.append(f"application {row['application_name']!r}")
+        if row["addr"] is not None:
+            port = f":{row['client_port']}" if row["client_port"] not in (None, -1) else ""
+            parts.append(f"client {row['addr']}{port}")
+        if row["state"] == "active" and row["query_seconds"] is not None:
+            parts.append(f"running a statement for {float(row['query_seconds']):.1f} s")
+        elif row["state"] and row["state_seconds"] is not None:
+            parts.append(f"{row['state']} for {float(row['state_seconds']):.1f} s")
+        return row["pid"], f"{parts[0]} ({', '.join(parts[1:])})" if len(parts) > 1 else parts[0]
+
+    async def _refuse_lock(self, key: int) -> NoReturn:
+        pid, holder = await self._lock_holder(key)
+        end_it = f"SELECT pg_terminate_backend({pid})" if pid else "pg_terminate_backend(pid)"
+        raise IndexBusyError(
+            f"another evmflow process is indexing into {self.url_for_humans}: the index lock "
+            f"is held by {holder} and was not released within {LOCK_WAIT:g} s",
+            hint="wait for it to finish or stop it; one indexer per database (or ?schema=) at "
+            "a time. If that process has just died, its database session has not ended yet "
+            "(the server ends it once the statement it was running finishes): run again "
+            f"later, or end the session with {end_it}",
+        )
 
     async def _open(self) -> None:
         if self.pg_schema:
