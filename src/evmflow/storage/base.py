@@ -3,8 +3,9 @@
 Tables, all in one database (or PostgreSQL schema):
 
 - one per entity, named as the entity, one column per stored field, ``id`` the primary key;
-- ``_evmflow_meta`` (key, value): format version, schema and config fingerprints, the last
-  checkpoint id handed out, the entity tables this index owns;
+- ``_evmflow_meta`` (key, value): format version, schema and config fingerprints and the JSON
+  texts they hash (see ``Mismatch``), the last checkpoint id handed out, the entity tables this
+  index owns;
 - ``_evmflow_chains``: per chain, the highest block whose events are all committed and the
   number of events handled;
 - ``_evmflow_addresses``: child contract addresses added by registration handlers;
@@ -21,12 +22,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import DatabaseMismatchError
 from ..schema import EntitySpec, FieldSpec, SchemaSpec
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = "1"
 META_TABLE = "_evmflow_meta"
@@ -48,15 +53,20 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def schema_fingerprint(schema: SchemaSpec) -> str:
-    """A hash of what decides the tables: entities, fields, types."""
+def schema_identity(schema: SchemaSpec) -> str:
+    """What decides the tables, as JSON text: per entity its stored fields (name, kind, type,
+    required, list), and the enums."""
     shape = {
         name: [(f.name, f.kind, f.type_name, f.required, f.is_list) for f in e.stored_fields]
         for name, e in sorted(schema.entities.items())
     }
     enums = {k: list(v) for k, v in sorted(schema.enums.items())}
-    text = json.dumps([shape, enums], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return json.dumps([shape, enums], sort_keys=True)
+
+
+def schema_fingerprint(schema: SchemaSpec) -> str:
+    """A hash of what decides the tables: entities, fields, types."""
+    return hashlib.sha256(schema_identity(schema).encode()).hexdigest()[:16]
 
 
 @dataclass(slots=True)
@@ -178,13 +188,144 @@ class EntityLayout:
         raise KeyError(field_name)
 
 
-def mismatch_error(what: str, stored: str, current: str, where: str) -> DatabaseMismatchError:
-    return DatabaseMismatchError(
-        f"the database at {where} holds an index made for another {what} "
-        f"(stored {stored}, this project {current})",
-        hint="start over with 'evmflow run --reset' (drops the indexed data), "
-        "or point --db at another database",
-    )
+# Differences listed in a mismatch message; the rest are counted.
+MAX_CHANGES = 5
+
+# A readable form of an identity text: "entity Account" -> {"field balance": "BigInt!"}. A
+# member whose value is None is a plain set member ("address 0x..."), shown without a value.
+Described = dict[str, dict[str, Any]]
+
+
+@dataclass
+class Mismatch:
+    """A stored index made for another schema or config.
+
+    Meta keeps, beside each fingerprint, the JSON text it hashes (its identity), so a mismatch
+    can say what changed. An identity is used only when it hashes to the fingerprint stored
+    with it: databases written before identities were stored, or by code that left a stale one,
+    get the fingerprints alone.
+    """
+
+    what: str  # "schema", "set of chains and contracts"
+    stored: str  # fingerprints
+    current: str
+    changes: list[str]  # empty when the stored identity is missing
+
+    def listed(self) -> str:
+        """The changes, the first MAX_CHANGES of them named."""
+        text = "; ".join(self.changes[:MAX_CHANGES])
+        if len(self.changes) > MAX_CHANGES:
+            text += f"; and {len(self.changes) - MAX_CHANGES} more"
+        return text
+
+    def error(self, where: str) -> DatabaseMismatchError:
+        if self.changes:
+            detail = f"changed since: {self.listed()}"
+        else:
+            detail = f"stored {self.stored}, this project {self.current}"
+        return DatabaseMismatchError(
+            f"the database at {where} holds an index made for another {self.what} ({detail})",
+            hint="start over with 'evmflow run --reset' (drops the indexed data), "
+            "or point --db at another database",
+        )
+
+
+def identifies(identity: str | None, fingerprint: str | None) -> bool:
+    """Whether ``identity`` is the text whose SHA-256 is ``fingerprint`` (the schema's
+    fingerprint keeps the first 16 hex digits, the config's all 64)."""
+    if not identity or not fingerprint:
+        return False
+    return hashlib.sha256(identity.encode()).hexdigest().startswith(fingerprint)
+
+
+def changes_between(stored: Described, current: Described) -> list[str]:
+    """What ``current`` adds, removes and changes against ``stored``, one line each."""
+    changes = []
+    for thing in [*stored, *(t for t in current if t not in stored)]:
+        if thing not in current:
+            changes.append(f"{thing} removed")
+        elif thing not in stored:
+            changes.append(f"{thing} added")
+        else:
+            before, after = stored[thing], current[thing]
+            for member in [*before, *(m for m in after if m not in before)]:
+                if member not in after:
+                    changes.append(f"{thing}: {_member(member, before[member])} removed")
+                elif member not in before:
+                    changes.append(f"{thing}: {_member(member, after[member])} added")
+                elif before[member] != after[member]:
+                    changes.append(
+                        f"{thing}: {member} changed from {_value(before[member])} "
+                        f"to {_value(after[member])}"
+                    )
+    return changes
+
+
+def _member(name: str, value: Any) -> str:
+    return name if value is None else f"{name} ({_value(value)})"
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def describe_schema(identity: str) -> Described:
+    """A ``schema_identity`` text as entities with their fields' types, and enums."""
+    shape, enums = json.loads(identity)
+    described: Described = {}
+    for entity, fields in shape.items():
+        described[f"entity {entity}"] = {
+            f"field {name}": ("[" + type_name + "]" if is_list else type_name)
+            + ("!" if required else "")
+            for name, _kind, type_name, required, is_list in fields
+        }
+    for enum, values in enums.items():
+        described[f"enum {enum}"] = {f"value {v}": None for v in values}
+    return described
+
+
+def describe_config(identity: str) -> Described:
+    """The text ``ProjectConfig.fingerprint`` hashes, as chains, contracts and block
+    handlers with what the index depends on."""
+    config = json.loads(identity)
+    described: Described = {}
+    for chain_id, start in config["chains"]:
+        described[f"chain {chain_id}"] = {"start block": start}
+    for contract in config["contracts"]:
+        members: dict[str, Any] = {f"address {a}": None for a in contract["addresses"]}
+        members |= {f"event {e}": None for e in contract["events"]}
+        members |= {f"chain {c}": None for c in contract["chains"]}
+        members["start block"] = contract["start_block"]
+        members["registered"] = contract["registered"]
+        for signature, start, topics in contract["options"]:
+            members[f"event {signature} start block"] = start
+            members[f"event {signature} where"] = json.dumps(topics)
+        described[f"contract {contract['name']}"] = members
+    for name, every, chains, start, end in config["blocks"]:
+        members = {"every": every, "start block": start, "end block": end}
+        members |= {f"chain {c}": None for c in chains}
+        described[f"block handler {name}"] = members
+    return described
+
+
+def _changes(
+    describe: Callable[[str], Described],
+    stored_identity: str | None,
+    stored: str,
+    current_identity: str | None,
+) -> list[str]:
+    if stored_identity is None or current_identity is None:
+        return []
+    if not identifies(stored_identity, stored):
+        return []
+    try:
+        return changes_between(describe(stored_identity), describe(current_identity))
+    except (ValueError, KeyError, TypeError):
+        return []  # an identity of a layout this code does not know: fingerprints only
 
 
 class Storage(ABC):
@@ -196,24 +337,51 @@ class Storage(ABC):
         self.schema = schema
         self.layouts = {name: EntityLayout.of(spec) for name, spec in schema.entities.items()}
 
-    def _check_meta(self, meta: dict[str, str], config_fingerprint: str) -> None:
+    def _mismatch(
+        self, meta: dict[str, str], config_fingerprint: str, config_identity: str | None
+    ) -> Mismatch | None:
+        """How the stored index differs from this project, None when it fits. Raises for an
+        index of another storage format, which no code of this version can read."""
         if not meta:
-            return
+            return None
         if meta.get("version") != FORMAT_VERSION:
-            raise mismatch_error(
-                "evmflow version", str(meta.get("version")), FORMAT_VERSION, self.url_for_humans
+            raise Mismatch("evmflow version", str(meta.get("version")), FORMAT_VERSION, []).error(
+                self.url_for_humans
             )
-        current = schema_fingerprint(self.schema)
-        if meta.get("schema") != current:
-            raise mismatch_error("schema", str(meta.get("schema")), current, self.url_for_humans)
-        if meta.get("config") != config_fingerprint:
-            raise mismatch_error(
-                "set of chains and contracts",
-                str(meta.get("config")),
-                config_fingerprint,
-                self.url_for_humans,
+        stored, current = meta.get("schema", ""), schema_fingerprint(self.schema)
+        if stored != current:
+            identity = schema_identity(self.schema)
+            changes = _changes(describe_schema, meta.get("schema_identity"), stored, identity)
+            return Mismatch("schema", stored, current, changes)
+        stored = meta.get("config", "")
+        if stored != config_fingerprint:
+            if not identifies(config_identity, config_fingerprint):
+                config_identity = None
+            changes = _changes(
+                describe_config, meta.get("config_identity"), stored, config_identity
             )
-        # Raises when the stored index was made for another schema or contract set.
+            return Mismatch("set of chains and contracts", stored, config_fingerprint, changes)
+        return None
+
+    def _meta_values(
+        self,
+        meta: dict[str, str],
+        config_fingerprint: str,
+        config_identity: str | None,
+    ) -> dict[str, str]:
+        """What prepare() writes to meta."""
+        values = {
+            "version": FORMAT_VERSION,
+            "schema": schema_fingerprint(self.schema),
+            "schema_identity": schema_identity(self.schema),
+            "config": config_fingerprint,
+            "tables": json.dumps(sorted(self.layouts)),
+            "last_checkpoint": meta.get("last_checkpoint", "0"),
+        }
+        if identifies(config_identity, config_fingerprint):
+            assert config_identity is not None
+            values["config_identity"] = config_identity
+        return values
 
     @abstractmethod
     async def open(self) -> None: ...
@@ -227,9 +395,16 @@ class Storage(ABC):
 
     @abstractmethod
     async def prepare(
-        self, config_fingerprint: str, chain_starts: dict[int, int], reset: bool = False
+        self,
+        config_fingerprint: str,
+        chain_starts: dict[int, int],
+        reset: bool = False,
+        config_identity: str | None = None,
     ) -> IndexState:
-        """Create or check the tables, and return the committed state."""
+        """Create or check the tables, and return the committed state.
+
+        ``config_identity``, when given, is the text ``config_fingerprint`` hashes: stored, it
+        lets a later mismatch say what changed."""
 
     @abstractmethod
     async def load_by_ids(self, entity: str, ids: list[str]) -> list[tuple]:

@@ -24,7 +24,6 @@ from ..schema import SchemaSpec
 from .base import (
     CHAINS_TABLE,
     CHECKPOINTS_TABLE,
-    FORMAT_VERSION,
     META_TABLE,
     OPERATORS,
     REGISTRATIONS_TABLE,
@@ -37,7 +36,6 @@ from .base import (
     Storage,
     history_table,
     quote,
-    schema_fingerprint,
 )
 from .convert import (
     POSTGRES_TYPES,
@@ -225,7 +223,11 @@ class PostgresStorage(Storage):
     # -- setup -------------------------------------------------------------------------------
 
     async def prepare(
-        self, config_fingerprint: str, chain_starts: dict[int, int], reset: bool = False
+        self,
+        config_fingerprint: str,
+        chain_starts: dict[int, int],
+        reset: bool = False,
+        config_identity: str | None = None,
     ) -> IndexState:
         db = self._writer
         assert db is not None
@@ -237,16 +239,11 @@ class PostgresStorage(Storage):
             )
             meta = {r["key"]: r["value"] for r in await db.fetch(f"SELECT * FROM {META_TABLE}")}
             if reset:
-                owned = json.loads(meta.get("tables", "[]"))
-                for table in set(owned) | set(self.layouts):
-                    await db.execute(f"DROP TABLE IF EXISTS {quote(table)} CASCADE")
-                    await db.execute(f"DROP TABLE IF EXISTS {history_table(table)}")
-                await db.execute(f"DROP TABLE IF EXISTS {CHAINS_TABLE}")
-                await db.execute(f"DROP TABLE IF EXISTS {CHECKPOINTS_TABLE}")
-                await db.execute(f"DROP TABLE IF EXISTS {REGISTRATIONS_TABLE}")
-                await db.execute(f"DELETE FROM {META_TABLE}")
+                await self._drop_index(db, meta)
                 meta = {}
-            self._check_meta(meta, config_fingerprint)
+            mismatch = self._mismatch(meta, config_fingerprint, config_identity)
+            if mismatch is not None:
+                raise mismatch.error(self.url_for_humans)
             await self._create_tables(db)
             stored = {
                 r["chain_id"]: ChainProgress(r["block"], r["events"])
@@ -260,13 +257,7 @@ class PostgresStorage(Storage):
                         start - 1,
                     )
                     stored[cid] = ChainProgress(start - 1, 0)
-            values = {
-                "version": FORMAT_VERSION,
-                "schema": schema_fingerprint(self.schema),
-                "config": config_fingerprint,
-                "tables": json.dumps(sorted(self.layouts)),
-                "last_checkpoint": meta.get("last_checkpoint", "0"),
-            }
+            values = self._meta_values(meta, config_fingerprint, config_identity)
             await db.executemany(
                 f"INSERT INTO {META_TABLE} (key, value) VALUES ($1, $2) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -288,6 +279,16 @@ class PostgresStorage(Storage):
             ]
         await self._create_staging(db)
         return IndexState(stored, int(values["last_checkpoint"]), checkpoints, registrations)
+
+    async def _drop_index(self, db: asyncpg.Connection, meta: dict[str, str]) -> None:
+        owned = json.loads(meta.get("tables", "[]"))
+        for table in set(owned) | set(self.layouts):
+            await db.execute(f"DROP TABLE IF EXISTS {quote(table)} CASCADE")
+            await db.execute(f"DROP TABLE IF EXISTS {history_table(table)}")
+        await db.execute(f"DROP TABLE IF EXISTS {CHAINS_TABLE}")
+        await db.execute(f"DROP TABLE IF EXISTS {CHECKPOINTS_TABLE}")
+        await db.execute(f"DROP TABLE IF EXISTS {REGISTRATIONS_TABLE}")
+        await db.execute(f"DELETE FROM {META_TABLE}")
 
     async def _create_tables(self, db: asyncpg.Connection) -> None:
         await db.execute(

@@ -27,7 +27,6 @@ from ..schema import SchemaSpec
 from .base import (
     CHAINS_TABLE,
     CHECKPOINTS_TABLE,
-    FORMAT_VERSION,
     META_TABLE,
     OPERATORS,
     REGISTRATIONS_TABLE,
@@ -40,7 +39,6 @@ from .base import (
     Storage,
     history_table,
     quote,
-    schema_fingerprint,
 )
 from .convert import SQLITE_TYPES, column_type, row_converter, sqlite_from_db, sqlite_to_db
 
@@ -154,12 +152,22 @@ class SqliteStorage(Storage):
     # -- setup -------------------------------------------------------------------------------
 
     async def prepare(
-        self, config_fingerprint: str, chain_starts: dict[int, int], reset: bool = False
+        self,
+        config_fingerprint: str,
+        chain_starts: dict[int, int],
+        reset: bool = False,
+        config_identity: str | None = None,
     ) -> IndexState:
-        return await self._in_thread(self._prepare, config_fingerprint, chain_starts, reset)
+        return await self._in_thread(
+            self._prepare, config_fingerprint, chain_starts, reset, config_identity
+        )
 
     def _prepare(
-        self, config_fingerprint: str, chain_starts: dict[int, int], reset: bool
+        self,
+        config_fingerprint: str,
+        chain_starts: dict[int, int],
+        reset: bool,
+        config_identity: str | None,
     ) -> IndexState:
         db = self._writer
         assert db is not None
@@ -170,16 +178,11 @@ class SqliteStorage(Storage):
             )
             meta = dict(db.execute(f"SELECT key, value FROM {META_TABLE}").fetchall())
             if reset:
-                owned = json.loads(meta.get("tables", "[]"))
-                for table in set(owned) | set(self.layouts):
-                    db.execute(f"DROP TABLE IF EXISTS {quote(table)}")
-                    db.execute(f"DROP TABLE IF EXISTS {history_table(table)}")
-                db.execute(f"DROP TABLE IF EXISTS {CHAINS_TABLE}")
-                db.execute(f"DROP TABLE IF EXISTS {CHECKPOINTS_TABLE}")
-                db.execute(f"DROP TABLE IF EXISTS {REGISTRATIONS_TABLE}")
-                db.execute(f"DELETE FROM {META_TABLE}")
+                self._drop_index(db, meta)
                 meta = {}
-            self._check_meta(meta, config_fingerprint)
+            mismatch = self._mismatch(meta, config_fingerprint, config_identity)
+            if mismatch is not None:
+                raise mismatch.error(self.url_for_humans)
             self._create_tables(db)
             stored_chains = {
                 cid: ChainProgress(block, events)
@@ -194,13 +197,7 @@ class SqliteStorage(Storage):
                         (cid, start - 1),
                     )
                     stored_chains[cid] = ChainProgress(start - 1, 0)
-            values = {
-                "version": FORMAT_VERSION,
-                "schema": schema_fingerprint(self.schema),
-                "config": config_fingerprint,
-                "tables": json.dumps(sorted(self.layouts)),
-            }
-            values.setdefault("last_checkpoint", meta.get("last_checkpoint", "0"))
+            values = self._meta_values(meta, config_fingerprint, config_identity)
             db.executemany(
                 f"INSERT INTO {META_TABLE} (key, value) VALUES (?, ?) "
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -225,6 +222,16 @@ class SqliteStorage(Storage):
             db.execute("ROLLBACK")
             raise
         return IndexState(stored_chains, int(values["last_checkpoint"]), checkpoints, registrations)
+
+    def _drop_index(self, db: sqlite3.Connection, meta: dict[str, str]) -> None:
+        owned = json.loads(meta.get("tables", "[]"))
+        for table in set(owned) | set(self.layouts):
+            db.execute(f"DROP TABLE IF EXISTS {quote(table)}")
+            db.execute(f"DROP TABLE IF EXISTS {history_table(table)}")
+        db.execute(f"DROP TABLE IF EXISTS {CHAINS_TABLE}")
+        db.execute(f"DROP TABLE IF EXISTS {CHECKPOINTS_TABLE}")
+        db.execute(f"DROP TABLE IF EXISTS {REGISTRATIONS_TABLE}")
+        db.execute(f"DELETE FROM {META_TABLE}")
 
     def _create_tables(self, db: sqlite3.Connection) -> None:
         db.execute(

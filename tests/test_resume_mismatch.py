@@ -1,0 +1,193 @@
+"""A database made for another schema or config: the refusal says what changed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from evmflow.config import load_config
+from evmflow.engine import Indexer
+from evmflow.errors import DatabaseMismatchError
+from evmflow.schema import parse_schema
+from evmflow.storage import ChainProgress, Commit, open_storage
+from tests.support.scripted import SCHEMA, ListSource, write_project
+from tests.test_locking import ROWS, three_blocks
+from tests.test_pipeline import table_rows
+
+RESET_HINT = (
+    "start over with 'evmflow run --reset' (drops the indexed data), or point --db at "
+    "another database"
+)
+
+# SCHEMA with Item's score gone, a nickname added, and a new entity.
+CHANGED_SCHEMA = """
+type Item @entity {
+  id: ID!
+  owner: String! @index
+  nickname: String
+}
+
+type Tag @entity {
+  id: ID!
+}
+"""
+
+
+async def test_a_changed_schema_after_committed_work_names_the_fields(tmp_path, db_url):
+    project, logs = three_blocks(tmp_path)
+    await Indexer(project, db_url, sources={1: ListSource(logs, 3)}).run()
+    write_project(project, schema=CHANGED_SCHEMA, end_block=3)
+
+    with pytest.raises(DatabaseMismatchError) as refused:
+        await Indexer(project, db_url, sources={1: ListSource(logs, 3)}).run()
+
+    assert refused.value.message == (
+        f"the database at {db_url} holds an index made for another schema (changed since: "
+        "entity Item: field score (Int!) removed; entity Item: field nickname (String) added; "
+        "entity Tag added)"
+    )
+    assert refused.value.hint == RESET_HINT
+    write_project(project, end_block=3)
+    assert await table_rows(db_url, project) == ROWS
+
+
+def _many_entities(count: int) -> str:
+    return "".join(f"type E{i} @entity {{\n  id: ID!\n}}\n" for i in range(count))
+
+
+async def _committed_storage(url: str, schema: str, config_identity: str | None = None):
+    """A database of ``schema`` whose chain 1 (start block 1) committed block 3, 1 event."""
+    storage = open_storage(url, parse_schema(schema))
+    await storage.open()
+    fingerprint = _sha256(config_identity or "config")
+    await storage.prepare(fingerprint, {1: 1}, config_identity=config_identity)
+    await storage.commit(Commit(chains={1: ChainProgress(3, 1)}, last_checkpoint=0))
+    await storage.close()
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def _prepare_fails(url: str, schema: str, config_identity: str | None = None) -> str:
+    storage = open_storage(url, parse_schema(schema))
+    await storage.open()
+    try:
+        fingerprint = _sha256(config_identity or "config")
+        with pytest.raises(DatabaseMismatchError) as refused:
+            await storage.prepare(fingerprint, {1: 1}, config_identity=config_identity)
+        return refused.value.message
+    finally:
+        await storage.close()
+
+
+async def test_more_than_five_changes_are_named_five_and_counted(db):
+    url = db()
+    await _committed_storage(url, _many_entities(2))
+
+    message = await _prepare_fails(url, _many_entities(9))
+
+    assert message == (
+        f"the database at {url} holds an index made for another schema (changed since: "
+        "entity E2 added; entity E3 added; entity E4 added; entity E5 added; entity E6 added; "
+        "and 2 more)"
+    )
+
+
+async def test_a_database_without_stored_identities_names_the_fingerprints(db):
+    # As written before meta held the schema's identity: only the fingerprints can be told.
+    url = db()
+    await _committed_storage(url, SCHEMA)
+    storage = open_storage(url, parse_schema(SCHEMA))
+    await storage.open()
+    try:
+        writer = storage._writer  # type: ignore[attr-defined]
+        delete = "DELETE FROM _evmflow_meta WHERE key = 'schema_identity'"
+        if url.startswith("sqlite"):
+            await storage._in_thread(writer.execute, delete)  # type: ignore[attr-defined]
+        else:
+            await writer.execute(delete)
+    finally:
+        await storage.close()
+    old = _sha256(_identity_of(SCHEMA))[:16]
+    new = _sha256(_identity_of(CHANGED_SCHEMA))[:16]
+
+    message = await _prepare_fails(url, CHANGED_SCHEMA)
+
+    assert message == (
+        f"the database at {url} holds an index made for another schema "
+        f"(stored {old}, this project {new})"
+    )
+
+
+def _identity_of(schema: str) -> str:
+    """The text a schema's fingerprint hashes, written out for the two schemas used here."""
+    item = [["id", "scalar", "ID", True, False], ["owner", "scalar", "String", True, False]]
+    if "score" in schema:
+        shape = {"Item": [*item, ["score", "scalar", "Int", True, False]]}
+    else:
+        tag = [["id", "scalar", "ID", True, False]]
+        shape = {"Item": [*item, ["nickname", "scalar", "String", False, False]], "Tag": tag}
+    return json.dumps([shape, {}], sort_keys=True)
+
+
+# --- the config -------------------------------------------------------------------------------
+
+ADDRESS_A = "0x" + "aa" * 20
+ADDRESS_B = "0x" + "bb" * 20
+TRANSFER = "Transfer(address indexed,address indexed,uint256)"
+APPROVAL = "Approval(address indexed,address indexed,uint256)"
+
+
+def _config_identity(addresses: list[str], events: list[str]) -> str:
+    """The text the fingerprint of write_project's config hashes, with these addresses and
+    events for its contract ERC20."""
+    described = {
+        "version": 1,
+        "chains": [[1, 1]],
+        "contracts": [
+            {
+                "name": "ERC20",
+                "addresses": sorted(addresses),
+                "events": sorted(events),
+                "chains": [1],
+                "start_block": None,
+                "registered": False,
+                "options": [],
+            }
+        ],
+        "blocks": [],
+    }
+    return json.dumps(described, sort_keys=True, separators=(",", ":"))
+
+
+def _set_contract(project: Path, addresses: list[str], events: list[str]) -> None:
+    config_file = project / "evmflow.yaml"
+    config = json.loads(config_file.read_text())
+    config["contracts"][0]["address"] = addresses
+    config["contracts"][0]["events"] = [e.split("(")[0] for e in events]
+    config_file.write_text(json.dumps(config))
+
+
+async def test_changed_contract_addresses_and_events_are_named(tmp_path, db):
+    url = db()
+    project = write_project(tmp_path / "p")
+    before = _config_identity([ADDRESS_A], [TRANSFER])
+    after = _config_identity([ADDRESS_B], [TRANSFER, APPROVAL])
+    # The texts are the ones the project's config fingerprints hash.
+    _set_contract(project, [ADDRESS_A], [TRANSFER])
+    assert _sha256(before) == load_config(project).fingerprint()
+    _set_contract(project, [ADDRESS_B], [TRANSFER, APPROVAL])
+    assert _sha256(after) == load_config(project).fingerprint()
+    await _committed_storage(url, SCHEMA, before)
+
+    message = await _prepare_fails(url, SCHEMA, after)
+
+    assert message == (
+        f"the database at {url} holds an index made for another set of chains and contracts "
+        f"(changed since: contract ERC20: address {ADDRESS_A} removed; contract ERC20: address "
+        f"{ADDRESS_B} added; contract ERC20: event {APPROVAL} added)"
+    )
