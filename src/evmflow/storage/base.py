@@ -5,7 +5,7 @@ Tables, all in one database (or PostgreSQL schema):
 - one per entity, named as the entity, one column per stored field, ``id`` the primary key;
 - ``_evmflow_meta`` (key, value): format version, schema and config fingerprints and the JSON
   texts they hash (see ``Mismatch``), the last checkpoint id handed out, the entity tables this
-  index owns;
+  index owns, each chain's start block;
 - ``_evmflow_chains``: per chain, the highest block whose events are all committed and the
   number of events handled;
 - ``_evmflow_addresses``: child contract addresses added by registration handlers;
@@ -38,10 +38,11 @@ META_TABLE = "_evmflow_meta"
 CHAINS_TABLE = "_evmflow_chains"
 CHECKPOINTS_TABLE = "_evmflow_checkpoints"
 REGISTRATIONS_TABLE = "_evmflow_addresses"
+HISTORY_PREFIX = "_evmflow_history_"
 
 
 def history_table(entity: str) -> str:
-    return quote("_evmflow_history_" + entity)
+    return quote(HISTORY_PREFIX + entity)
 
 
 # Operators accepted by ``get_where``: keyword suffix -> SQL operator.
@@ -328,6 +329,32 @@ def _changes(
         return []  # an identity of a layout this code does not know: fingerprints only
 
 
+def tables_of_work(meta: dict[str, str]) -> list[str]:
+    """The tables (unquoted names) that hold rows once anything was committed."""
+    entities = json.loads(meta.get("tables", "[]"))
+    history = [HISTORY_PREFIX + e for e in entities]
+    return [*entities, *history, CHECKPOINTS_TABLE, REGISTRATIONS_TABLE]
+
+
+def holds_work(
+    meta: dict[str, str],
+    chain_starts: dict[int, int],
+    progress: dict[int, ChainProgress],
+    holds_rows: bool,
+) -> bool:
+    """Whether an index holds anything committed: a checkpoint handed out, a row in any of its
+    tables, or a chain past the block before its start (``chain_starts`` stands in for the
+    start blocks of databases that did not store theirs)."""
+    if holds_rows or int(meta.get("last_checkpoint", "0")) != 0:
+        return True
+    starts = {int(k): v for k, v in json.loads(meta.get("chain_starts", "{}")).items()}
+    for chain_id, p in progress.items():
+        start = starts.get(chain_id, chain_starts.get(chain_id))
+        if start is None or p.events != 0 or p.block != start - 1:
+            return True
+    return False
+
+
 class Storage(ABC):
     """A database that holds an index. One writer connection, one reader connection."""
 
@@ -368,20 +395,34 @@ class Storage(ABC):
         meta: dict[str, str],
         config_fingerprint: str,
         config_identity: str | None,
+        chain_starts: dict[int, int],
     ) -> dict[str, str]:
-        """What prepare() writes to meta."""
+        """What prepare() writes to meta; ``chain_starts`` are the chains it just added."""
+        starts = json.loads(meta.get("chain_starts", "{}"))
+        starts.update({str(k): v for k, v in chain_starts.items()})
         values = {
             "version": FORMAT_VERSION,
             "schema": schema_fingerprint(self.schema),
             "schema_identity": schema_identity(self.schema),
             "config": config_fingerprint,
             "tables": json.dumps(sorted(self.layouts)),
+            "chain_starts": json.dumps(starts, sort_keys=True),
             "last_checkpoint": meta.get("last_checkpoint", "0"),
         }
         if identifies(config_identity, config_fingerprint):
             assert config_identity is not None
             values["config_identity"] = config_identity
         return values
+
+    def _log_remade(self, mismatch: Mismatch) -> None:
+        changes = mismatch.listed()
+        log.info(
+            "the database at %s was made for another %s%s but holds nothing indexed yet: "
+            "made its tables again",
+            self.url_for_humans,
+            mismatch.what,
+            f" ({changes})" if changes else "",
+        )
 
     @abstractmethod
     async def open(self) -> None: ...
@@ -404,7 +445,8 @@ class Storage(ABC):
         """Create or check the tables, and return the committed state.
 
         ``config_identity``, when given, is the text ``config_fingerprint`` hashes: stored, it
-        lets a later mismatch say what changed."""
+        lets a later mismatch say what changed. A mismatch refuses a database that holds
+        committed work; one that holds none has its tables made again."""
 
     @abstractmethod
     async def load_by_ids(self, entity: str, ids: list[str]) -> list[tuple]:

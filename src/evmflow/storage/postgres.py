@@ -35,7 +35,9 @@ from .base import (
     RollbackResult,
     Storage,
     history_table,
+    holds_work,
     quote,
+    tables_of_work,
 )
 from .convert import (
     POSTGRES_TYPES,
@@ -241,14 +243,18 @@ class PostgresStorage(Storage):
             if reset:
                 await self._drop_index(db, meta)
                 meta = {}
-            mismatch = self._mismatch(meta, config_fingerprint, config_identity)
-            if mismatch is not None:
-                raise mismatch.error(self.url_for_humans)
+            remade = self._mismatch(meta, config_fingerprint, config_identity)
+            if remade is not None:
+                if await self._holds_work(db, meta, chain_starts):
+                    raise remade.error(self.url_for_humans)
+                await self._drop_index(db, meta)
+                meta = {}
             await self._create_tables(db)
             stored = {
                 r["chain_id"]: ChainProgress(r["block"], r["events"])
                 for r in await db.fetch(f"SELECT chain_id, block, events FROM {CHAINS_TABLE}")
             }
+            added = {}
             for cid, start in chain_starts.items():
                 if cid not in stored:
                     await db.execute(
@@ -257,7 +263,8 @@ class PostgresStorage(Storage):
                         start - 1,
                     )
                     stored[cid] = ChainProgress(start - 1, 0)
-            values = self._meta_values(meta, config_fingerprint, config_identity)
+                    added[cid] = start
+            values = self._meta_values(meta, config_fingerprint, config_identity, added)
             await db.executemany(
                 f"INSERT INTO {META_TABLE} (key, value) VALUES ($1, $2) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -277,6 +284,8 @@ class PostgresStorage(Storage):
                     f"FROM {REGISTRATIONS_TABLE} ORDER BY checkpoint"
                 )
             ]
+        if remade is not None:
+            self._log_remade(remade)
         await self._create_staging(db)
         return IndexState(stored, int(values["last_checkpoint"]), checkpoints, registrations)
 
@@ -289,6 +298,27 @@ class PostgresStorage(Storage):
         await db.execute(f"DROP TABLE IF EXISTS {CHECKPOINTS_TABLE}")
         await db.execute(f"DROP TABLE IF EXISTS {REGISTRATIONS_TABLE}")
         await db.execute(f"DELETE FROM {META_TABLE}")
+
+    async def _holds_work(
+        self, db: asyncpg.Connection, meta: dict[str, str], chain_starts: dict[int, int]
+    ) -> bool:
+        tables = {
+            r["tablename"]
+            for r in await db.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            )
+        }
+        holds_rows = False
+        for table in tables_of_work(meta):
+            if table in tables:
+                holds_rows = holds_rows or await db.fetchval(
+                    f"SELECT EXISTS (SELECT 1 FROM {quote(table)})"
+                )
+        progress = {}
+        if CHAINS_TABLE in tables:
+            rows = await db.fetch(f"SELECT chain_id, block, events FROM {CHAINS_TABLE}")
+            progress = {r["chain_id"]: ChainProgress(r["block"], r["events"]) for r in rows}
+        return holds_work(meta, chain_starts, progress, holds_rows)
 
     async def _create_tables(self, db: asyncpg.Connection) -> None:
         await db.execute(

@@ -38,7 +38,9 @@ from .base import (
     RollbackResult,
     Storage,
     history_table,
+    holds_work,
     quote,
+    tables_of_work,
 )
 from .convert import SQLITE_TYPES, column_type, row_converter, sqlite_from_db, sqlite_to_db
 
@@ -180,9 +182,12 @@ class SqliteStorage(Storage):
             if reset:
                 self._drop_index(db, meta)
                 meta = {}
-            mismatch = self._mismatch(meta, config_fingerprint, config_identity)
-            if mismatch is not None:
-                raise mismatch.error(self.url_for_humans)
+            remade = self._mismatch(meta, config_fingerprint, config_identity)
+            if remade is not None:
+                if self._holds_work(db, meta, chain_starts):
+                    raise remade.error(self.url_for_humans)
+                self._drop_index(db, meta)
+                meta = {}
             self._create_tables(db)
             stored_chains = {
                 cid: ChainProgress(block, events)
@@ -190,6 +195,7 @@ class SqliteStorage(Storage):
                     f"SELECT chain_id, block, events FROM {CHAINS_TABLE}"
                 )
             }
+            added = {}
             for cid, start in chain_starts.items():
                 if cid not in stored_chains:
                     db.execute(
@@ -197,7 +203,8 @@ class SqliteStorage(Storage):
                         (cid, start - 1),
                     )
                     stored_chains[cid] = ChainProgress(start - 1, 0)
-            values = self._meta_values(meta, config_fingerprint, config_identity)
+                    added[cid] = start
+            values = self._meta_values(meta, config_fingerprint, config_identity, added)
             db.executemany(
                 f"INSERT INTO {META_TABLE} (key, value) VALUES (?, ?) "
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -221,6 +228,8 @@ class SqliteStorage(Storage):
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        if remade is not None:
+            self._log_remade(remade)
         return IndexState(stored_chains, int(values["last_checkpoint"]), checkpoints, registrations)
 
     def _drop_index(self, db: sqlite3.Connection, meta: dict[str, str]) -> None:
@@ -232,6 +241,21 @@ class SqliteStorage(Storage):
         db.execute(f"DROP TABLE IF EXISTS {CHECKPOINTS_TABLE}")
         db.execute(f"DROP TABLE IF EXISTS {REGISTRATIONS_TABLE}")
         db.execute(f"DELETE FROM {META_TABLE}")
+
+    def _holds_work(
+        self, db: sqlite3.Connection, meta: dict[str, str], chain_starts: dict[int, int]
+    ) -> bool:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+        holds_rows = any(
+            db.execute(f"SELECT EXISTS (SELECT 1 FROM {quote(table)})").fetchone()[0]
+            for table in tables_of_work(meta)
+            if table in tables
+        )
+        progress = {}
+        if CHAINS_TABLE in tables:
+            rows = db.execute(f"SELECT chain_id, block, events FROM {CHAINS_TABLE}")
+            progress = {cid: ChainProgress(block, events) for cid, block, events in rows}
+        return holds_work(meta, chain_starts, progress, holds_rows)
 
     def _create_tables(self, db: sqlite3.Connection) -> None:
         db.execute(
