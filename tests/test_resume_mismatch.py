@@ -315,3 +315,21 @@ async def test_without_stored_start_blocks_the_projects_tell_whether_a_chain_mov
     )
     state = await _prepare(url, _sha256("config"), {1: 1})
     assert state.chains == {1: ChainProgress(0, 0)}
+
+
+async def test_a_run_after_a_contract_address_was_added_names_it(tmp_path, db_url):
+    from tests.support.scripted import TOKEN
+
+    project, logs = three_blocks(tmp_path)
+    _set_contract(project, [TOKEN], [TRANSFER])
+    await Indexer(project, db_url, sources={1: ListSource(logs, 3)}).run()
+    _set_contract(project, [TOKEN, ADDRESS_B], [TRANSFER])
+
+    with pytest.raises(DatabaseMismatchError) as refused:
+        await Indexer(project, db_url, sources={1: ListSource(logs, 3)}).run()
+
+    assert refused.value.message == (
+        f"the database at {db_url} holds an index made for another set of chains and contracts "
+        f"(changed since: contract ERC20: address {ADDRESS_B} added)"
+    )
+    assert await table_rows(db_url, project) == ROWS

@@ -409,7 +409,11 @@ class ProjectConfig(_Model):
         raise KeyError(chain_id)
 
     def fingerprint(self) -> str:
-        """A stable hash of what decides the stored data.
+        """A stable hash of what decides the stored data (of ``identity``)."""
+        return hashlib.sha256(self.identity().encode()).hexdigest()
+
+    def identity(self) -> str:
+        """What decides the stored data, as JSON text.
 
         Chain ids and start blocks, and per contract its name, addresses, events (with their
         indexed inputs, which decide decoding), chains and start block. End blocks, URLs and
@@ -441,8 +445,7 @@ class ProjectConfig(_Model):
                 [b.name, b.every, sorted(b.chains), b.start_block, b.end_block] for b in self.blocks
             ),
         }
-        encoded = json.dumps(described, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(encoded.encode()).hexdigest()
+        return json.dumps(described, sort_keys=True, separators=(",", ":"))
 
 
 def _event_identity(event: EventAbi) -> str:

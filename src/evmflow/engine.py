@@ -271,6 +271,7 @@ class Indexer:
                 project.config.fingerprint(),
                 {c.id: c.start_block for c in project.config.chains},
                 reset=self.reset,
+                config_identity=project.config.identity(),
             )
             self._checkpoint = state.last_checkpoint
             self.store = Store(project.schema.entities, project.classes)
