@@ -43,7 +43,7 @@ FIRST_BLOCK = 3_000_000
 BLOCKS = 2_000
 LOGS = 40_000
 KILLS_PER_BACKEND = 20  # on each backend
-MAX_ROUNDS = 10
+MAX_ROUNDS = 40  # a round that ends before enough kills starts over; keep going
 
 
 # --- the generated archive ---------------------------------------------------------------------
